@@ -1,0 +1,248 @@
+"""Model backends: text in, text out, weights loaded on demand.
+
+A backend is called with a batch of `Request`s and returns one generated text
+per request. Weights are not loaded when the backend is built (so that a
+config can be resolved, and `spacy.load` can read the weights from the
+pipeline folder, without touching the network); `load()` reads them from
+`name_or_path`, `from_disk()` from a pipeline folder.
+"""
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import srsly
+from spacy.util import registry
+
+from .chunks import Request
+
+
+class ModelLoadError(ValueError):
+    """The model could not be loaded; the message says from where and why."""
+
+
+class Backend:
+    """What the component needs of a backend. Subclasses override what applies."""
+
+    # The output format the backend writes, when it is fixed by the backend
+    # (the oracle); None means "whatever the prompt asks for".
+    output_format: Optional[str] = None
+    # The largest prompt, in the backend's tokens; None for no limit.
+    max_input_tokens: Optional[int] = None
+    # The longest answer, in the backend's tokens; None for no limit.
+    max_new_tokens: Optional[int] = None
+
+    @property
+    def is_loaded(self) -> bool:
+        return True
+
+    def load(self) -> None:
+        """Load the weights from the configured source (may use the network)."""
+
+    def count_tokens(self, texts: Sequence[str]) -> List[int]:
+        """The length of each text in the backend's tokens."""
+        return [len(text.split()) for text in texts]
+
+    def roundtrip(self, words: Sequence[str]) -> List[str]:
+        """The words as the model can write them back (GNER's back-tokenization)."""
+        return list(words)
+
+    def __call__(self, requests: Sequence[Request]) -> List[str]:
+        raise NotImplementedError
+
+    def to_disk(self, path: Path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+    def from_disk(self, path: Path) -> None:
+        pass
+
+    def to_bytes(self) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            self.to_disk(Path(tmp))
+            return _folder_to_bytes(Path(tmp))
+
+    def from_bytes(self, data: bytes) -> None:
+        # The folder lives as long as the backend: loaded weights may be
+        # memory-mapped from it.
+        self._bytes_dir = tempfile.TemporaryDirectory(prefix="spacy_recot_")
+        _bytes_to_folder(data, Path(self._bytes_dir.name))
+        self.from_disk(Path(self._bytes_dir.name))
+
+
+def _folder_to_bytes(folder: Path) -> bytes:
+    files = {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+    return srsly.msgpack_dumps({"files": files})
+
+
+def _bytes_to_folder(data: bytes, folder: Path) -> None:
+    files = srsly.msgpack_loads(data)["files"]
+    for rel, content in files.items():
+        target = folder / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+
+
+def _looks_like_path(name_or_path: str) -> bool:
+    return (
+        name_or_path.startswith((".", "/", "~"))
+        or os.sep in name_or_path.strip("/").replace("/", "", 1)
+        or (os.name == "nt" and ":" in name_or_path)
+    )
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        # On CPU half precision is slow or unsupported for many ops: use float32.
+        return torch.float32 if device == "cpu" else "auto"
+    try:
+        return getattr(torch, dtype)
+    except AttributeError:
+        raise ModelLoadError(f"Unknown dtype '{dtype}' (model.dtype): use auto, float32, bfloat16 or float16.")
+
+
+def load_pretrained(loader: Any, name_or_path: Union[str, Path], **kwargs: Any) -> Any:
+    """`loader.from_pretrained(name_or_path)` with an error that says what to do."""
+    source = str(name_or_path)
+    if _looks_like_path(source) and not Path(source).expanduser().exists():
+        raise ModelLoadError(
+            f"No model folder at '{source}' (model.name_or_path): the path does not exist."
+        )
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        where = (
+            "the folder has no loadable model in it"
+            if Path(source).expanduser().is_dir()
+            else "it is not a local folder, and the Hugging Face Hub could not provide it "
+            "(no network, or no such model)"
+        )
+        raise ModelLoadError(
+            f"Could not load '{source}' (model.name_or_path) with {loader.__name__}: {where}. "
+            f"{type(err).__name__}: {err}"
+        ) from err
+
+
+class HFSeq2SeqBackend(Backend):
+    """A Hugging Face encoder-decoder model (T5, Flan-T5, GNER-T5) run with `generate`."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        revision: Optional[str] = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_input_tokens: int = 640,
+        generation: Optional[Dict[str, Any]] = None,
+    ):
+        self.name_or_path = name_or_path
+        self.revision = revision
+        self.device_name = device
+        self.dtype_name = dtype
+        self.max_input_tokens = max_input_tokens
+        self.generation = dict(generation or {})
+        self.max_new_tokens = self.generation.get("max_new_tokens")
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    @property
+    def is_loaded(self) -> bool:
+        return self.model is not None
+
+    def load(self) -> None:
+        self._load_from(self.name_or_path, revision=self.revision)
+
+    def _load_from(self, source: Union[str, Path], **kwargs: Any) -> None:
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        device = resolve_device(self.device_name)
+        self.tokenizer = load_pretrained(AutoTokenizer, source, **kwargs)
+        model = load_pretrained(
+            AutoModelForSeq2SeqLM, source, dtype=resolve_dtype(self.dtype_name, device), **kwargs
+        )
+        model.to(device)
+        model.eval()
+        self.model = model
+
+    def count_tokens(self, texts: Sequence[str]) -> List[int]:
+        if not texts:
+            return []
+        encoded = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def roundtrip(self, words: Sequence[str]) -> List[str]:
+        if not words:
+            return []
+        ids = self.tokenizer(list(words), add_special_tokens=False)["input_ids"]
+        return self.tokenizer.batch_decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+
+    def __call__(self, requests: Sequence[Request]) -> List[str]:
+        import torch
+
+        if not requests:
+            return []
+        enc = self.tokenizer(
+            [r.prompt for r in requests],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.max_input_tokens,
+        ).to(self.model.device)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **self.generation)
+        return self.tokenizer.batch_decode(
+            out, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+
+    def to_disk(self, path: Path) -> None:
+        if not self.is_loaded:
+            self.load()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+    def from_disk(self, path: Path) -> None:
+        self._load_from(Path(path), local_files_only=True)
+
+
+@registry.misc("spacy_recot.HFSeq2Seq.v1")
+def make_hf_seq2seq(
+    name_or_path: str,
+    revision: Optional[str] = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_input_tokens: int = 640,
+    generation: Dict[str, Any] = {"max_new_tokens": 640, "num_beams": 1, "do_sample": False},
+) -> HFSeq2SeqBackend:
+    """A seq2seq model in Hugging Face format (a local folder or a hub id).
+
+    name_or_path (str): A folder written by `save_pretrained` or a hub id such as
+        "dyyyyyyyy/GNER-T5-base".
+    device (str): "auto" (GPU when there is one), "cpu", "cuda", "cuda:1", ...
+    dtype (str): "auto" (float32 on CPU, the checkpoint's dtype on GPU) or a torch dtype name.
+    max_input_tokens (int): Longer docs are split into chunks that fit.
+    generation (Dict[str, Any]): Keyword arguments for `model.generate`.
+    """
+    return HFSeq2SeqBackend(
+        name_or_path,
+        revision=revision,
+        device=device,
+        dtype=dtype,
+        max_input_tokens=max_input_tokens,
+        generation=generation,
+    )

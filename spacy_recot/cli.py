@@ -1,0 +1,96 @@
+"""Command line: `python -m spacy_recot <command>`."""
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    name="spacy_recot",
+    help="Zero-shot NER with generative models for spaCy: data conversion and evaluation.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command()
+def convert(
+    input_path: Path = typer.Argument(..., help="A CoNLL BIO file (CrossNER, GNER layout, MIT), or a folder of them."),
+    output_path: Path = typer.Argument(..., help="The .spacy file to write (a folder when INPUT is a folder)."),
+    label_map: Optional[Path] = typer.Option(
+        None, "--label-map", "-m", help='JSON object renaming labels, e.g. {"programlang": "programming language"}; "O" drops a label.'
+    ),
+    labels: Optional[Path] = typer.Option(
+        None, "--labels", "-l", help="label.txt with the label set (found beside INPUT in the GNER layout)."
+    ),
+) -> None:
+    """Convert CoNLL BIO files into DocBins (and OUTPUT.labels.json beside each).
+
+    With a folder, every .txt file below it but label.txt is converted, and the
+    folder tree is mirrored under OUTPUT (gner/crossner_ai/test.txt becomes
+    OUTPUT/crossner_ai/test.spacy).
+    """
+    from .conll import ConllFormatError, convert as run_convert, labels_file
+
+    if input_path.is_dir():
+        jobs = [
+            (path, output_path / path.relative_to(input_path).with_suffix(".spacy"))
+            for path in sorted(input_path.rglob("*.txt"))
+            if path.name != "label.txt"
+        ]
+        if not jobs:
+            typer.echo(f"Error: no .txt files below {input_path}", err=True)
+            raise typer.Exit(code=1)
+    else:
+        jobs = [(input_path, output_path)]
+    for source, target in jobs:
+        try:
+            n_docs, label_list, counts = run_convert(source, target, label_map, labels)
+        except ConllFormatError as err:
+            typer.echo(f"Error: {err}", err=True)
+            raise typer.Exit(code=1)
+        typer.echo(f"{source} -> {target}: {n_docs} docs, {len(label_list)} labels ({labels_file(target).name})")
+        for key, value in sorted(counts.items()):
+            typer.echo(f"  {key}: {value}")
+
+
+@app.command()
+def evaluate(
+    pipeline: str = typer.Argument(..., help="A pipeline folder or package name."),
+    data: List[Path] = typer.Argument(..., help="One or more converted .spacy files (one per dataset)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the scores as JSON here."),
+    component: str = typer.Option("recot_ner", "--component", "-c", help="The recot_ner component whose labels to set."),
+    use_file_labels: bool = typer.Option(
+        True, "--file-labels/--pipeline-labels", help="Ask for each dataset's own labels (DATA.labels.json) when it has them."
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", "-b"),
+    limit: int = typer.Option(0, "--limit", "-n", help="Only the first N docs of each dataset (0: all)."),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g"),
+) -> None:
+    """Score a pipeline on datasets: spaCy's exact-span P/R/F and the papers'
+    normalized set F1, per dataset and averaged."""
+    from .evaluation import evaluate_pipeline
+
+    results = evaluate_pipeline(
+        pipeline, data, component=component, use_file_labels=use_file_labels,
+        batch_size=batch_size, limit=limit, gpu_id=gpu_id, show_progress=True,
+    )
+    header = f"{'dataset':<24} {'P':>7} {'R':>7} {'F':>7}   {'norm F':>7}  docs"
+    typer.echo(header)
+    for name, res in results["datasets"].items():
+        typer.echo(
+            f"{name:<24} {res['ents_p']*100:7.2f} {res['ents_r']*100:7.2f} {res['ents_f']*100:7.2f}   "
+            f"{res['normalized']['f']*100:7.2f}  {res['n_docs']}"
+        )
+    typer.echo(
+        f"{'average':<24} {'':>7} {'':>7} {results['average_ents_f']*100:7.2f}   "
+        f"{results['average_normalized_f']*100:7.2f}"
+    )
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        typer.echo(f"Wrote {output}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,50 @@
+import json
+
+from typer.testing import CliRunner
+
+from spacy_recot.cli import app
+
+runner = CliRunner()
+
+
+def test_convert_and_evaluate(tmp_path):
+    data = tmp_path / "test.txt"
+    data.write_text("Barack\tB-person\nObama\tI-person\nvisited\tO\nParis\tB-location\n\nHi\tO\n", encoding="utf-8")
+    (tmp_path / "label.txt").write_text("person\nlocation\n")
+    out = tmp_path / "corpus" / "test.spacy"
+    result = runner.invoke(app, ["convert", str(data), str(out)])
+    assert result.exit_code == 0, result.output
+    assert "2 docs, 2 labels" in result.output
+    assert json.loads((tmp_path / "corpus" / "test.labels.json").read_text()) == ["person", "location"]
+
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("recot_ner", config={"labels": ["person"], "prompt": {"@misc": "spacy_recot.GNERPrompt.v1"}, "model": {"@misc": "spacy_recot.Oracle.v1", "gold": str(out), "noise": {"drop_word": 1.0}}})
+    nlp.to_disk(tmp_path / "oracle")
+    metrics = tmp_path / "metrics.json"
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "oracle"), str(out), "--output", str(metrics)])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(metrics.read_text())
+    # The file's own labels (person, location) replace the pipeline's (person).
+    assert scores["datasets"]["corpus"]["labels"] == ["person", "location"]
+    assert 0.0 <= scores["average_ents_f"] <= 1.0
+    assert "average" in result.output
+
+
+def test_convert_reports_malformed_line(tmp_path):
+    data = tmp_path / "bad.txt"
+    data.write_text("Barack\tB-person\nObama\tPERSON\n", encoding="utf-8")
+    result = runner.invoke(app, ["convert", str(data), str(tmp_path / "x.spacy")])
+    assert result.exit_code == 1
+    assert "bad.txt:2" in result.output and "PERSON" in result.output
+
+
+def test_convert_a_folder_mirrors_the_tree(tmp_path):
+    (tmp_path / "in" / "a").mkdir(parents=True)
+    (tmp_path / "in" / "a" / "test.txt").write_text("x\tB-t\n", encoding="utf-8")
+    (tmp_path / "in" / "a" / "label.txt").write_text("t\n", encoding="utf-8")
+    result = runner.invoke(app, ["convert", str(tmp_path / "in"), str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "a" / "test.spacy").exists()
+    assert json.loads((tmp_path / "out" / "a" / "test.labels.json").read_text()) == ["t"]

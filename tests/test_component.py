@@ -1,0 +1,130 @@
+"""The component on the real seq2seq path: tiny T5 models built in the session."""
+import pytest
+import spacy
+
+from spacy_recot.backends import ModelLoadError
+
+from .conftest import LABELS
+
+
+def t5_nlp(path, **cfg):
+    nlp = spacy.blank("en")
+    config = {"labels": LABELS, "model": {"@misc": "spacy_recot.HFSeq2Seq.v1", "name_or_path": str(path)}}
+    config.update(cfg)
+    nlp.add_pipe("recot_ner", config=config)
+    return nlp
+
+
+def ents(doc):
+    return [(e.text, e.label_, e.start_char, e.end_char) for e in doc.ents]
+
+
+def test_trained_model_sets_entities(trained_t5_dir):
+    nlp = t5_nlp(trained_t5_dir, store_io=True)
+    doc = nlp("Barack Obama visited Paris.")
+    assert ents(doc) == [("Barack Obama", "person", 0, 12), ("Paris", "location", 21, 26)]
+    record = doc.user_data["recot"]["recot_ner"]
+    assert record["entities"][0] == {"text": "Barack Obama", "label": "person", "start_char": 0, "end_char": 12}
+    assert record["io"][0]["prompt"].endswith("Sentence: Barack Obama visited Paris .")
+    assert "Obama(I-person)" in record["io"][0]["output"]
+
+
+def test_pipe_batches_and_keeps_order_and_empty_docs(trained_t5_dir):
+    nlp = t5_nlp(trained_t5_dir)
+    texts = ["Angela Merkel met Macron in Berlin.", "", "   \n", "Barack Obama visited Paris."]
+    docs = list(nlp.pipe(texts, batch_size=2))
+    assert [d.text for d in docs] == texts
+    assert ents(docs[0])[0][:2] == ("Angela Merkel", "person")
+    assert ("Berlin", "location") in [e[:2] for e in ents(docs[0])]
+    assert docs[1].ents == () and "recot" not in docs[1].user_data
+    assert docs[2].ents == () and "recot" not in docs[2].user_data
+    assert ents(docs[3])[0][:2] == ("Barack Obama", "person")
+
+
+def test_long_doc_is_split_and_mapped_back(trained_t5_dir):
+    nlp = t5_nlp(trained_t5_dir, store_io=True)
+    nlp.add_pipe("sentencizer", first=True)
+    pipe = nlp.get_pipe("recot_ner")
+    pipe._ensure_loaded()
+    from spacy_recot.chunks import Chunk
+
+    overhead = pipe.model.count_tokens([pipe.prompt.render(Chunk("", [], []), pipe.labels)])[0]
+    text = "Barack Obama visited Paris. Angela Merkel met Macron in Berlin."
+    costs = [sum(pipe.model.count_tokens([t.text for t in sent])) for sent in nlp(text).sents]
+    # room for the longer sentence, not for both
+    pipe.model.max_input_tokens = overhead + 1 + max(costs)
+    assert max(costs) < sum(costs)
+    doc = nlp(text)
+    assert len(doc.user_data["recot"]["recot_ner"]["io"]) == 2
+    found = ents(doc)
+    assert ("Barack Obama", "person", 0, 12) in found
+    assert ("Berlin", "location", text.index("Berlin"), text.index("Berlin") + 6) in found
+    for _, _, s, e in found:
+        assert 0 <= s < e <= len(text)
+
+
+def test_random_model_output_never_breaks_the_doc(tiny_t5_dir):
+    nlp = t5_nlp(tiny_t5_dir, store_io=True, model={"@misc": "spacy_recot.HFSeq2Seq.v1", "name_or_path": str(tiny_t5_dir), "generation": {"max_new_tokens": 30, "do_sample": True}})
+    for doc in nlp.pipe(["Barack Obama visited Paris.", "A second, rather different sentence (with brackets)."]):
+        for ent in doc.ents:
+            assert ent.label_ in LABELS and 0 <= ent.start_char < ent.end_char <= len(doc.text)
+        assert "counts" in doc.user_data["recot"]["recot_ner"]
+
+
+def test_progress_bar(trained_t5_dir, capsys):
+    nlp = t5_nlp(trained_t5_dir, show_progress=True)
+    list(nlp.pipe(["Barack Obama visited Paris."] * 3))
+    err = capsys.readouterr().err
+    assert "recot_ner: " in err and "3prompt" in err.replace(" ", "")
+
+
+def test_unknown_model_path_names_the_key(tmp_path):
+    nlp = t5_nlp(tmp_path / "no-such-model")
+    with pytest.raises(ModelLoadError, match=r"components.recot_ner.model: No model folder at .*no-such-model.*model.name_or_path"):
+        nlp("Hello")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match="no loadable model"):
+        t5_nlp(empty).initialize()
+
+
+@pytest.mark.parametrize(
+    "cfg,match",
+    [
+        ({"labels": []}, "components.recot_ner.labels is empty"),
+        ({"labels": "person"}, "recot_ner -> labels"),
+        ({"labels": ["a", "a"]}, "more than once"),
+        ({"labels": ["a"], "label_descriptions": {"b": "x"}}, "label_descriptions describes"),
+        ({"labels": ["a"], "alignment_mode": "loose"}, "alignment_mode"),
+    ],
+)
+def test_bad_config_fails_early(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        spacy.blank("en").add_pipe("recot_ner", config=cfg)
+
+
+def test_initialize_sets_labels_and_loads(trained_t5_dir):
+    nlp = t5_nlp(trained_t5_dir)
+    nlp.initialize()
+    pipe = nlp.get_pipe("recot_ner")
+    assert pipe.model.is_loaded
+    pipe.initialize(lambda: [], nlp=nlp, labels=["person"])
+    assert pipe.labels == ["person"]
+    assert all(e.label_ == "person" for e in nlp("Barack Obama visited Paris.").ents)
+
+
+def test_spans_key_keeps_all_spans(trained_t5_dir):
+    nlp = t5_nlp(trained_t5_dir, spans_key="recot")
+    doc = nlp("Barack Obama visited Paris.")
+    assert [s.text for s in doc.spans["recot"]] == [e.text for e in doc.ents]
+
+
+def test_score_uses_spacys_scorer(trained_t5_dir):
+    from spacy.training import Example
+
+    nlp = t5_nlp(trained_t5_dir)
+    ref = nlp.make_doc("Barack Obama visited Paris.")
+    ref.ents = [ref.char_span(0, 12, "person"), ref.char_span(21, 26, "location")]
+    scores = nlp.evaluate([Example(nlp.make_doc(ref.text), ref)])
+    assert scores["ents_f"] == 1.0
+    assert set(scores["ents_per_type"]) == {"person", "location"}

@@ -1,0 +1,100 @@
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spacy_recot.entities import find_spans, parse_entity_list, split_rationale
+
+LABELS = ["person", "location"]
+
+
+def parse(text):
+    counts = Counter()
+    rationale, items = parse_entity_list(text, LABELS, counts)
+    return rationale, items, counts
+
+
+def test_canonical_format_with_rationale():
+    rationale, items, counts = parse('<think>\nObama is a person.\n</think>\n{"entities": {"person": ["Barack Obama"], "location": ["Paris"]}}')
+    assert rationale == "Obama is a person."
+    assert items == [("Barack Obama", "person"), ("Paris", "location")]
+    assert not counts
+
+
+def test_variants_models_write():
+    _, items, _ = parse('Sure! ```json\n[{"text": "Obama", "type": "Person"}, {"name": "Paris", "label": "location"}]\n``` Done.')
+    assert items == [("Obama", "person"), ("Paris", "location")]
+    _, items, _ = parse("{'entities': {'person': ['Obama']}}")
+    assert items == [("Obama", "person")]
+    _, items, _ = parse('{"entities": {"person": ["A"], "person": ["B"]}}')
+    assert items == [("A", "person"), ("B", "person")]
+
+
+def test_truncated_json_keeps_complete_items():
+    _, items, counts = parse('{"entities": {"person": ["Obama", "Mer')
+    assert items == [("Obama", "person")]
+    assert counts["json_repaired"] == 1
+
+
+def test_unknown_labels_and_garbage_counted():
+    _, items, counts = parse('{"entities": {"animal": ["cat"], "person": ["", 3]}}')
+    assert items == [("3", "person")]
+    assert counts["unknown_label"] == 1 and counts["entity_without_text"] == 1
+    _, items, counts = parse("no json here")
+    assert items == [] and counts["unparseable"] == 1
+
+
+def test_split_rationale_without_opening_tag():
+    assert split_rationale("reasoning</think>{}") == ("reasoning", "{}")
+
+
+def _bounds(text):
+    starts, ends = set(), set()
+    pos = 0
+    for word in text.split(" "):
+        starts.add(pos)
+        ends.add(pos + len(word))
+        pos += len(word) + 1
+    return lambda s, e: s in starts and e in ends
+
+
+def test_find_spans_in_order_and_boundaries():
+    text = "Paris Hilton left Paris for Parisian Paris"
+    counts = Counter()
+    spans = find_spans(text, [("Paris Hilton", "person"), ("Paris", "location"), ("Paris", "location")], _bounds(text), counts=counts)
+    assert spans == [(0, 12, "person"), (18, 23, "location"), (37, 42, "location")]
+
+
+def test_find_spans_fallbacks():
+    text = "We met in new york , U.S. yesterday"
+    counts = Counter()
+    spans = find_spans(text, [("New York", "location"), ("U.S", "location"), ("Mars", "location")], _bounds(text), counts=counts)
+    assert (10, 18, "location") in spans
+    assert counts["case_insensitive_match"] == 1
+    assert counts["not_found"] == 1
+    assert counts["off_token_boundaries"] == 1  # "U.S" ends inside the token "U.S."
+
+
+def test_find_spans_all_occurrences():
+    text = "Obama and Obama and obama"
+    spans = find_spans(text, [("Obama", "person")], _bounds(text), all_occurrences=True)
+    assert spans == [(0, 5, "person"), (10, 15, "person")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(output=st.text(max_size=200), text=st.text(max_size=80))
+def test_any_output_gives_spans_inside_the_text(output, text):
+    counts = Counter()
+    _, items = parse_entity_list(output, LABELS, counts)
+    for s, e, label in find_spans(text, items, lambda s, e: True, counts=counts):
+        assert 0 <= s < e <= len(text) and label in LABELS
+
+
+@settings(max_examples=100, deadline=None)
+@given(names=st.lists(st.sampled_from(["Obama", "Paris", "New York", "o'neil", "x"]), max_size=6))
+def test_json_shaped_output_never_raises(names):
+    import json
+
+    for text in (json.dumps({"entities": {"person": names}}), json.dumps([{"text": n, "type": "location"} for n in names])):
+        for cut in range(0, len(text), 7):
+            parse_entity_list(text[:cut], LABELS, Counter())

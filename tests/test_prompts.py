@@ -1,0 +1,47 @@
+import json
+
+from spacy_recot.chunks import Chunk
+from spacy_recot.prompts import (
+    GNER_INSTRUCTION,
+    make_entity_list_prompt,
+    make_gner_prompt,
+    make_recot_prompt,
+)
+
+# The instruction_inputs of GNER's own example record (src/gner_evaluator.py),
+# minus its "else" label and "Dataset:" line, which the zero-shot sets do not use.
+GNER_EXAMPLE = (
+    "Please analyze the sentence provided, identifying the type of entity for each word on a token-by-token basis.\n"
+    "Output format is: word_1(label_1), word_2(label_2), ...\n"
+    "We'll use the BIO-format to label the entities, where:\n"
+    "1. B- (Begin) indicates the start of a named entity.\n"
+    "2. I- (Inside) is used for words within a named entity but are not the first word.\n"
+    "3. O (Outside) denotes words that are not part of a named entity.\n"
+    "\nUse the specific entity tags: location, person, organization and O.\n"
+    "Sentence: This system was widely copied in various NATO forces ."
+)
+
+
+def test_gner_prompt_is_verbatim():
+    chunk = Chunk.from_words("This system was widely copied in various NATO forces .".split())
+    assert make_gner_prompt().render(chunk, ["location", "person", "organization"]) == GNER_EXAMPLE
+    target = make_gner_prompt().render_target(chunk, [(7, 8, "organization")])
+    assert target == "This(O) system(O) was(O) widely(O) copied(O) in(O) various(O) NATO(B-organization) forces(O) .(O)"
+
+
+def test_recot_prompt_has_two_steps_and_descriptions():
+    chunk = Chunk.from_words(["Obama", "won", "a", "Nobel", "Prize"])
+    text = make_recot_prompt().render(chunk, ["person", "award"], {"award": "a prize or honour"})
+    assert "Step 1" in text and "Step 2" in text
+    assert "- award: a prize or honour" in text
+    assert text.endswith("Sentence: Obama won a Nobel Prize")
+    assert not text.startswith(GNER_INSTRUCTION)
+
+
+def test_entity_list_prompt_target_is_json():
+    chunk = Chunk.from_words(["Obama", "visited", "Paris"])
+    prompt = make_entity_list_prompt()
+    assert prompt.output_format == "entities"
+    assert json.loads(prompt.render_target(chunk, [(0, 1, "person"), (2, 3, "location")])) == {
+        "entities": {"person": ["Obama"], "location": ["Paris"]}
+    }
