@@ -40,7 +40,7 @@ class Backend:
         """Load the weights from the configured source (may use the network)."""
 
     def count_tokens(self, texts: Sequence[str]) -> List[int]:
-        """The length of each text in the backend's tokens."""
+        """The length of each text in the backend's tokens, special tokens not counted."""
         return [len(text.split()) for text in texts]
 
     def roundtrip(self, words: Sequence[str]) -> List[str]:
@@ -179,7 +179,7 @@ class HFSeq2SeqBackend(Backend):
     def count_tokens(self, texts: Sequence[str]) -> List[int]:
         if not texts:
             return []
-        encoded = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
     def roundtrip(self, words: Sequence[str]) -> List[str]:

@@ -276,12 +276,13 @@ class RecotNER(Pipe):
         costs = [0.0] * len(word_costs)
         if limit_in is not None:
             prompt = self.prompt.render(empty, self.labels, self.label_descriptions)
-            room = max(limit_in - self.model.count_tokens([prompt])[0] - 1, 1)
+            # 2: the special tokens (</s>) the tokenizer adds around a prompt
+            room = max(limit_in - self.model.count_tokens([prompt])[0] - 2, 1)
             costs = [max(c, w / room) for c, w in zip(costs, word_costs)]
         if limit_out is not None:
             # BIO output repeats every word with its tag: "(O)" is about 3 tokens.
             tag_cost = self.model.count_tokens(["(O)"])[0]
-            room = max(limit_out - 1, 1)
+            room = max(limit_out - 2, 1)
             costs = [max(c, (w + tag_cost) / room) for c, w in zip(costs, word_costs)]
         if sum(costs) <= 1.0:
             return [chunk]
