@@ -1,5 +1,4 @@
 """Session fixtures: a T5 tokenizer trained here, tiny T5 models built from a config."""
-import io
 import os
 from pathlib import Path
 from typing import List
@@ -52,45 +51,15 @@ def _corpus_lines() -> List[str]:
 @pytest.fixture(scope="session")
 def t5_tokenizer():
     """A T5 tokenizer (sentencepiece unigram, T5's special ids) trained on the spot."""
-    import sentencepiece as spm
-    from transformers import T5Tokenizer
+    from spacy_recot.tiny import train_t5_tokenizer
 
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_corpus_lines()),
-        model_writer=model,
-        vocab_size=600,
-        model_type="unigram",
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        character_coverage=1.0,
-        minloglevel=2,
-    )
-    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
-    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
-    return T5Tokenizer(vocab=vocab, extra_ids=0)
+    return train_t5_tokenizer(_corpus_lines(), vocab_size=600)
 
 
 def _tiny_t5(tokenizer, seed: int = 0):
-    import torch
-    from transformers import T5Config, T5ForConditionalGeneration
+    from spacy_recot.tiny import tiny_t5
 
-    torch.manual_seed(seed)
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=64,
-        d_ff=128,
-        d_kv=16,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
-        decoder_start_token_id=tokenizer.pad_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return T5ForConditionalGeneration(config)
+    return tiny_t5(tokenizer, seed=seed)
 
 
 @pytest.fixture(scope="session")
