@@ -130,3 +130,19 @@ def test_score_uses_spacys_scorer(trained_t5_dir):
     scores = nlp.evaluate([Example(nlp.make_doc(ref.text), ref)])
     assert scores["ents_f"] == 1.0
     assert set(scores["ents_per_type"]) == {"person", "location"}
+
+
+def test_record_is_json_and_survives_docbin(trained_t5_dir):
+    import json
+
+    from spacy.tokens import DocBin
+
+    nlp = t5_nlp(trained_t5_dir, store_io=True)
+    doc = nlp("Barack Obama visited Paris.")
+    record = doc.user_data["recot"]["recot_ner"]
+    assert json.loads(json.dumps(record)) == record
+    (back,) = DocBin(docs=[doc], store_user_data=True).from_bytes(
+        DocBin(docs=[doc], store_user_data=True).to_bytes()
+    ).get_docs(nlp.vocab)
+    # DocBin's msgpack gives lists back as tuples; the content is the same.
+    assert json.loads(json.dumps(back.user_data["recot"]["recot_ner"])) == record
