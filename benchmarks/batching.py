@@ -9,7 +9,6 @@ measured side by side in one process. Writes JSON.
 
     OMP_NUM_THREADS=1 python benchmarks/batching.py ../shared/data/gner/crossner_ai/test.txt
 """
-import json
 import os
 import platform
 import statistics
@@ -21,6 +20,7 @@ from typing import Dict, List
 import spacy
 import torch
 import typer
+from results_io import write_results
 
 from spacy_recot.conll import read_conll
 from spacy_recot.tiny import tiny_t5, train_t5_tokenizer
@@ -35,9 +35,9 @@ def main(
     output: Path = typer.Option(Path("benchmarks/results/batching.json"), "--output", "-o"),
 ) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    sentences = [s.words for s in read_conll(data)][:n]
-    texts = [" ".join(words) for words in sentences]
-    tokenizer = train_t5_tokenizer(texts, vocab_size=500)
+    all_texts = [" ".join(s.words) for s in read_conll(data)]
+    texts = all_texts[:n]
+    tokenizer = train_t5_tokenizer(all_texts, vocab_size=500)
     with tempfile.TemporaryDirectory() as tmp:
         tiny_t5(tokenizer).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -77,9 +77,7 @@ def main(
     }
     for size in sizes:
         typer.echo(f"batch {size:>3}: {len(texts) / medians[size]:7.2f} sentences/s  x{medians[sizes[0]] / medians[size]:.2f}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    typer.echo(f"Wrote {output}")
+    write_results(output, results)
 
 
 if __name__ == "__main__":

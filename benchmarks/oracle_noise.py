@@ -15,10 +15,12 @@ from typing import Dict, List
 
 import spacy
 import typer
+from results_io import write_results
 
 from spacy_recot.conll import labels_file
 from spacy_recot.evaluation import evaluate_dataset, read_examples
 from spacy_recot.oracle import NOISE_MODES
+from spacy_recot.scoring import average_f
 
 PROMPTS = {"bio": "spacy_recot.GNERPrompt.v1", "entities": "spacy_recot.EntityListPrompt.v1"}
 
@@ -56,13 +58,11 @@ def main(
         for mode in modes:
             noise = {} if mode == "clean" else {mode: 1.0}
             per_set = {path.parent.name: run(path, fmt, noise) for path in sets}
-            avg_f = sum(r["ents_f"] for r in per_set.values()) / len(per_set)
-            avg_norm = sum(r["normalized_f"] for r in per_set.values()) / len(per_set)
+            avg_f = average_f(per_set, "ents_f")
+            avg_norm = average_f(per_set, "normalized_f")
             results["runs"][f"{fmt}/{mode}"] = {"average_ents_f": avg_f, "average_normalized_f": avg_norm, "datasets": per_set}
             typer.echo(f"{fmt:<9} {mode:<14} exact F {avg_f*100:6.2f}   normalized F {avg_norm*100:6.2f}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    typer.echo(f"Wrote {output}")
+    write_results(output, results)
 
 
 if __name__ == "__main__":

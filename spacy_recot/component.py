@@ -6,7 +6,6 @@ model backend for text, parses that text into labelled spans and sets
 `doc.user_data["recot"][<component name>]` as plain JSON values.
 """
 from collections import Counter
-from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -240,15 +239,17 @@ class RecotNER(Pipe):
 
     def _process(self, docs: List[Doc], size: int, progress: tqdm) -> List[Doc]:
         self._ensure_loaded()
+        limits = self._limits()
         requests: List[Tuple[int, Request]] = []
         for i, doc in enumerate(docs):
             if not doc.text.strip():
                 continue  # empty and whitespace-only docs pass through untouched
-            for chunk in self._chunks(doc):
+            for chunk in self._chunks(doc, limits):
                 prompt = self.prompt.render(chunk, self.labels, self.label_descriptions)
                 requests.append((i, Request(prompt, chunk, self.labels)))
-        lengths = self.model.count_tokens([r.prompt for _, r in requests])
-        order = sorted(range(len(requests)), key=lambda k: lengths[k])
+        # Characters are a close enough proxy for tokens to group similar
+        # lengths, and cost no second tokenization of every prompt.
+        order = sorted(range(len(requests)), key=lambda k: len(requests[k][1].prompt))
         outputs: List[str] = [""] * len(requests)
         for batch in minibatch(order, size=size):
             answers = self.model([requests[k][1] for k in batch])
@@ -262,28 +263,35 @@ class RecotNER(Pipe):
             self.set_annotations(docs[i], pairs)
         return docs
 
-    def _chunks(self, doc: Doc) -> List[Chunk]:
+    def _limits(self) -> Tuple[Optional[int], Optional[int], int]:
+        """Room for the words in the prompt and in the answer, and the tokens of
+        a tag: the same for every doc of a batch, so measured once per batch."""
+        room_in = room_out = None
+        tag_cost = 0
+        if self.model.max_input_tokens is not None:
+            empty = Chunk(text="", words=[], offsets=[])
+            prompt = self.prompt.render(empty, self.labels, self.label_descriptions)
+            # 2: the special tokens (</s>) the tokenizer adds around a prompt
+            room_in = max(self.model.max_input_tokens - self.model.count_tokens([prompt])[0] - 2, 1)
+        if self.model.max_new_tokens is not None and self.prompt.output_format == "bio":
+            room_out = max(self.model.max_new_tokens - 2, 1)
+            # BIO output repeats every word with its tag: "(O)" is about 3 tokens.
+            tag_cost = self.model.count_tokens(["(O)"])[0]
+        return room_in, room_out, tag_cost
+
+    def _chunks(self, doc: Doc, limits: Tuple[Optional[int], Optional[int], int]) -> List[Chunk]:
         """The doc's words, split into chunks that fit the model's limits."""
         chunk = doc_words(doc)
-        limit_in = self.model.max_input_tokens
-        limit_out = self.model.max_new_tokens if self.prompt.output_format == "bio" else None
-        if not chunk.words or (limit_in is None and limit_out is None):
+        room_in, room_out, tag_cost = limits
+        if not chunk.words or (room_in is None and room_out is None):
             return [chunk] if chunk.words else []
-        empty = Chunk(text=chunk.text, words=[], offsets=[])
         word_costs = [max(c, 1) for c in self.model.count_tokens(chunk.words)]
         # A word's cost is the share of the tightest limit it uses up; a chunk
         # fits when its costs sum to at most 1.
-        costs = [0.0] * len(word_costs)
-        if limit_in is not None:
-            prompt = self.prompt.render(empty, self.labels, self.label_descriptions)
-            # 2: the special tokens (</s>) the tokenizer adds around a prompt
-            room = max(limit_in - self.model.count_tokens([prompt])[0] - 2, 1)
-            costs = [max(c, w / room) for c, w in zip(costs, word_costs)]
-        if limit_out is not None:
-            # BIO output repeats every word with its tag: "(O)" is about 3 tokens.
-            tag_cost = self.model.count_tokens(["(O)"])[0]
-            room = max(limit_out - 2, 1)
-            costs = [max(c, (w + tag_cost) / room) for c, w in zip(costs, word_costs)]
+        costs = [
+            max(w / room_in if room_in else 0.0, (w + tag_cost) / room_out if room_out else 0.0)
+            for w in word_costs
+        ]
         if sum(costs) <= 1.0:
             return [chunk]
         return split_chunk(chunk, costs, 1.0, sentence_starts(doc, chunk))

@@ -56,17 +56,13 @@ def t5_tokenizer():
     return train_t5_tokenizer(_corpus_lines(), vocab_size=600)
 
 
-def _tiny_t5(tokenizer, seed: int = 0):
-    from spacy_recot.tiny import tiny_t5
-
-    return tiny_t5(tokenizer, seed=seed)
-
-
 @pytest.fixture(scope="session")
 def tiny_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
     """A randomly initialised tiny T5 with the session tokenizer, saved to disk."""
+    from spacy_recot.tiny import tiny_t5
+
     path = tmp_path_factory.mktemp("tiny_t5")
-    _tiny_t5(t5_tokenizer).save_pretrained(path)
+    tiny_t5(t5_tokenizer).save_pretrained(path)
     t5_tokenizer.save_pretrained(path)
     return path
 
@@ -79,6 +75,7 @@ def trained_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
 
     from spacy_recot.chunks import Chunk
     from spacy_recot.prompts import make_recot_prompt
+    from spacy_recot.tiny import tiny_t5
 
     prompt = make_recot_prompt()
     sources, targets = [], []
@@ -86,7 +83,7 @@ def trained_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
         chunk = Chunk.from_words(words)
         sources.append(prompt.render(chunk, LABELS))
         targets.append(" ".join(f"{w}({t})" for w, t in zip(words, tags)))
-    model = _tiny_t5(t5_tokenizer, seed=1)
+    model = tiny_t5(t5_tokenizer, seed=1)
     enc = t5_tokenizer(sources, return_tensors="pt", padding=True)
     labels = t5_tokenizer(targets, return_tensors="pt", padding=True)["input_ids"]
     labels[labels == t5_tokenizer.pad_token_id] = -100

@@ -1,7 +1,0 @@
-#!/usr/bin/env bash
-# Install the project from its own files, then run the whole test suite.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-python -m pip install -q -r requirements.txt
-export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-python -m pytest tests -q "$@"
