@@ -8,6 +8,7 @@ pipeline folder, without touching the network); `load()` reads them from
 """
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -42,6 +43,12 @@ class Backend:
     def count_tokens(self, texts: Sequence[str]) -> List[int]:
         """The length of each text in the backend's tokens, special tokens not counted."""
         return [len(text.split()) for text in texts]
+
+    def prompt_tokens(self, prompt: str) -> int:
+        """What a prompt costs in tokens, with the special tokens or chat
+        template the backend wraps it in."""
+        # 2: the special tokens (</s>) a seq2seq tokenizer adds around a prompt
+        return self.count_tokens([prompt])[0] + 2
 
     def roundtrip(self, words: Sequence[str]) -> List[str]:
         """The words as the model can write them back (GNER's back-tokenization)."""
@@ -134,8 +141,24 @@ def load_pretrained(loader: Any, name_or_path: Union[str, Path], **kwargs: Any) 
         ) from err
 
 
-class HFSeq2SeqBackend(Backend):
-    """A Hugging Face encoder-decoder model (T5, Flan-T5, GNER-T5) run with `generate`."""
+def save_dequantized(model: Any, path: Path) -> None:
+    """`save_pretrained` for a model loaded from a GGUF file.
+
+    transformers dequantizes GGUF weights to float on load but keeps the GGUF
+    quantizer attached, which refuses to save; the weights are plain floats,
+    so the quantizer is dropped and they are saved as safetensors.
+    """
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    model.save_pretrained(path)
+
+
+class HFBackend(Backend):
+    """What the Hugging Face backends share: loading, token counts, saving."""
+
+    auto_model: str = ""  # the transformers Auto class that loads the weights
 
     def __init__(
         self,
@@ -156,6 +179,8 @@ class HFSeq2SeqBackend(Backend):
         self.max_new_tokens = self.generation.get("max_new_tokens")
         self.model: Any = None
         self.tokenizer: Any = None
+        # Running totals for benchmarks: generate calls, prompt and generated tokens.
+        self.stats: Counter = Counter()
 
     @property
     def is_loaded(self) -> bool:
@@ -164,13 +189,22 @@ class HFSeq2SeqBackend(Backend):
     def load(self) -> None:
         self._load_from(self.name_or_path, revision=self.revision)
 
+    def _count(self, prompt_ids: Any, new_ids: Any) -> None:
+        pad = self.tokenizer.pad_token_id
+        self.stats["generate_calls"] += 1
+        self.stats["prompt_tokens"] += int((prompt_ids != pad).sum())
+        self.stats["generated_tokens"] += int((new_ids != pad).sum())
+
     def _load_from(self, source: Union[str, Path], **kwargs: Any) -> None:
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        import transformers
 
         device = resolve_device(self.device_name)
-        self.tokenizer = load_pretrained(AutoTokenizer, source, **kwargs)
+        self.tokenizer = load_pretrained(transformers.AutoTokenizer, source, **kwargs)
         model = load_pretrained(
-            AutoModelForSeq2SeqLM, source, dtype=resolve_dtype(self.dtype_name, device), **kwargs
+            getattr(transformers, self.auto_model),
+            source,
+            dtype=resolve_dtype(self.dtype_name, device),
+            **kwargs,
         )
         model.to(device)
         model.eval()
@@ -190,6 +224,23 @@ class HFSeq2SeqBackend(Backend):
             ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
 
+    def to_disk(self, path: Path) -> None:
+        if not self.is_loaded:
+            self.load()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_dequantized(self.model, path)
+        self.tokenizer.save_pretrained(path)
+
+    def from_disk(self, path: Path) -> None:
+        self._load_from(Path(path), local_files_only=True)
+
+
+class HFSeq2SeqBackend(HFBackend):
+    """A Hugging Face encoder-decoder model (T5, Flan-T5, GNER-T5) run with `generate`."""
+
+    auto_model = "AutoModelForSeq2SeqLM"
+
     def __call__(self, requests: Sequence[Request]) -> List[str]:
         import torch
 
@@ -204,20 +255,10 @@ class HFSeq2SeqBackend(Backend):
         ).to(self.model.device)
         with torch.inference_mode():
             out = self.model.generate(**enc, **self.generation)
+        self._count(enc["input_ids"], out[:, 1:])  # T5 starts with the pad token
         return self.tokenizer.batch_decode(
             out, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
-
-    def to_disk(self, path: Path) -> None:
-        if not self.is_loaded:
-            self.load()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-
-    def from_disk(self, path: Path) -> None:
-        self._load_from(Path(path), local_files_only=True)
 
 
 @registry.misc("spacy_recot.HFSeq2Seq.v1")
@@ -244,5 +285,153 @@ def make_hf_seq2seq(
         device=device,
         dtype=dtype,
         max_input_tokens=max_input_tokens,
+        generation=generation,
+    )
+
+
+class HFCausalBackend(HFBackend):
+    """A Hugging Face causal chat model (Qwen3, Qwen2.5, SmolLM2, ...) run with `generate`.
+
+    Each prompt becomes the user turn of the tokenizer's chat template; prompts
+    are left-padded so a batch generates together; only the new tokens are
+    decoded. With `constrained`, the answer's JSON is generated under a grammar
+    (see `constraints.py`), so the backend writes entity-list output only.
+    """
+
+    auto_model = "AutoModelForCausalLM"
+
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        gguf_file: Optional[str] = None,
+        thinking: Optional[bool] = None,
+        system_prompt: Optional[str] = None,
+        constrained: bool = False,
+        max_entity_words: int = 12,
+        **kwargs: Any,
+    ):
+        super().__init__(name_or_path, **kwargs)
+        self.gguf_file = gguf_file
+        self.thinking = thinking
+        self.system_prompt = system_prompt
+        self.constrained = constrained
+        self.max_entity_words = max_entity_words
+        self._constraint: Any = None
+        if constrained:
+            self.output_format = "entities"
+
+    def load(self) -> None:
+        kwargs: Dict[str, Any] = {"revision": self.revision}
+        if self.gguf_file:
+            kwargs["gguf_file"] = self.gguf_file
+        self._load_from(self.name_or_path, **kwargs)
+
+    def _load_from(self, source: Union[str, Path], **kwargs: Any) -> None:
+        super()._load_from(source, **kwargs)
+        tokenizer = self.tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            self.model = None
+            raise ModelLoadError(
+                f"'{source}' (model.name_or_path) has a tokenizer without a chat template: "
+                "spacy_recot.HFCausal.v1 needs an instruction (chat) model"
+            )
+        # Decoder-only models continue the last token: pad on the left.
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._constraint = None
+
+    def chat(self, prompt: str) -> str:
+        """The prompt as the user turn of the chat template, ready for the answer."""
+        messages = [{"role": "user", "content": prompt}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        extra = {} if self.thinking is None else {"enable_thinking": self.thinking}
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **extra
+        )
+
+    def prompt_tokens(self, prompt: str) -> int:
+        return len(self.tokenizer(self.chat(prompt), add_special_tokens=False)["input_ids"])
+
+    def __call__(self, requests: Sequence[Request]) -> List[str]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        if not requests:
+            return []
+        texts = [self.chat(r.prompt) for r in requests]
+        # The template already holds the special tokens.
+        enc = self.tokenizer(
+            texts, return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(self.model.device)
+        kwargs = dict(self.generation)
+        if self.constrained:
+            kwargs["logits_processor"] = LogitsProcessorList([self.constraint.processor(requests)])
+        with torch.inference_mode():
+            out = self.model.generate(**enc, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        self._count(enc["input_ids"], new_tokens)
+        return self.tokenizer.batch_decode(
+            new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+
+    @property
+    def constraint(self) -> Any:
+        """The grammar builder for this model's tokenizer (built on first use)."""
+        if self._constraint is None:
+            from .constraints import EntityConstraint
+
+            self._constraint = EntityConstraint(
+                self.tokenizer,
+                vocab_size=self.model.config.vocab_size,
+                max_entity_words=self.max_entity_words,
+                allow_thinking=self.thinking is not False,
+            )
+        return self._constraint
+
+
+@registry.misc("spacy_recot.HFCausal.v1")
+def make_hf_causal(
+    name_or_path: str,
+    gguf_file: Optional[str] = None,
+    revision: Optional[str] = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_input_tokens: int = 4096,
+    thinking: Optional[bool] = None,
+    system_prompt: Optional[str] = None,
+    constrained: bool = False,
+    max_entity_words: int = 12,
+    generation: Dict[str, Any] = {"max_new_tokens": 1024, "do_sample": False},
+) -> HFCausalBackend:
+    """A causal chat model in Hugging Face format (a local folder or a hub id), or
+    a GGUF file in such a folder.
+
+    name_or_path (str): A folder written by `save_pretrained` (or holding the GGUF
+        file) or a hub id such as "Qwen/Qwen3-1.7B".
+    gguf_file (Optional[str]): The GGUF file's name inside `name_or_path`.
+    thinking (Optional[bool]): `enable_thinking` for the chat template (Qwen3);
+        None leaves the template's default.
+    system_prompt (Optional[str]): A system turn before the prompt; None keeps
+        the template's default.
+    constrained (bool): Generate the JSON under a grammar: only offered labels,
+        well-formed JSON, every entity an exact substring of the text. A
+        `<think>...</think>` block before it stays free.
+    max_entity_words (int): With `constrained`, the longest entity in words.
+    generation (Dict[str, Any]): Keyword arguments for `model.generate`; greedy by default.
+    """
+    return HFCausalBackend(
+        name_or_path,
+        gguf_file=gguf_file,
+        revision=revision,
+        device=device,
+        dtype=dtype,
+        max_input_tokens=max_input_tokens,
+        thinking=thinking,
+        system_prompt=system_prompt,
+        constrained=constrained,
+        max_entity_words=max_entity_words,
         generation=generation,
     )

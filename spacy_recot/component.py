@@ -20,15 +20,18 @@ from tqdm import tqdm
 from .backends import Backend, ModelLoadError
 from .bio import align_tags, normalize_tags, parse_bio, tags_to_spans
 from .chunks import Chunk, Request, doc_words, sentence_starts, split_chunk
-from .entities import find_spans, parse_entity_list
+from .entities import find_spans, parse_entity_list, rationale_sentences, reason_for
 
 USER_DATA_KEY = "recot"
 ALIGNMENT_MODES = ("strict", "contract", "expand")
 
-DEFAULT_MODEL = {
-    "@misc": "spacy_recot.HFSeq2Seq.v1",
-    "name_or_path": "dyyyyyyyy/GNER-T5-base",
-}
+# A real instruction model that ships in pip packages: works offline after
+# the README's set-up command (see README, "The default model").
+DEFAULT_MODEL = {"@misc": "spacy_recot.PackagedCausal.v1"}
+# Chosen by measurement (README). Not ReasoningNERPrompt.v1 with other
+# settings: spaCy merges a user's block into a default of the same name, so
+# `{"@misc": "spacy_recot.ReasoningNERPrompt.v1"}` must mean its defaults.
+DEFAULT_PROMPT = {"@misc": "spacy_recot.EntityListPrompt.v1"}
 
 
 @Language.factory(
@@ -36,7 +39,7 @@ DEFAULT_MODEL = {
     assigns=["doc.ents"],
     default_config={
         "model": DEFAULT_MODEL,
-        "prompt": {"@misc": "spacy_recot.ReCoTPrompt.v1"},
+        "prompt": DEFAULT_PROMPT,
         "label_descriptions": None,
         "batch_size": 8,
         "alignment_mode": "contract",
@@ -67,8 +70,10 @@ def make_recot_ner(
 
     labels (List[str]): The entity types to find, in the spelling the model is
         shown (natural language works best: "programming language").
-    model (Backend): The model backend, e.g. `spacy_recot.HFSeq2Seq.v1`.
-    prompt: The prompt, e.g. `spacy_recot.ReCoTPrompt.v1` or `spacy_recot.GNERPrompt.v1`.
+    model (Backend): The model backend: `spacy_recot.PackagedCausal.v1` (the
+        default, offline), `spacy_recot.HFCausal.v1` or `spacy_recot.HFSeq2Seq.v1`.
+    prompt: The prompt: `spacy_recot.ReasoningNERPrompt.v1` for causal models,
+        `spacy_recot.ReCoTPrompt.v1` or `spacy_recot.GNERPrompt.v1` for T5 models.
     label_descriptions (Optional[Dict[str, str]]): A short definition per label,
         added to the prompt.
     batch_size (int): Prompts per `generate` call.
@@ -140,7 +145,6 @@ class RecotNER(Pipe):
         self.vocab = vocab
         self.model = model
         self.prompt = prompt
-        self.name = name
         self.name = name
         self.labels = labels
         self.label_descriptions = self._check_descriptions(label_descriptions)
@@ -241,12 +245,13 @@ class RecotNER(Pipe):
         self._ensure_loaded()
         limits = self._limits()
         requests: List[Tuple[int, Request]] = []
+        schema = self.prompt.schema(self.labels)
         for i, doc in enumerate(docs):
             if not doc.text.strip():
                 continue  # empty and whitespace-only docs pass through untouched
             for chunk in self._chunks(doc, limits):
                 prompt = self.prompt.render(chunk, self.labels, self.label_descriptions)
-                requests.append((i, Request(prompt, chunk, self.labels)))
+                requests.append((i, Request(prompt, chunk, schema)))
         # Characters are a close enough proxy for tokens to group similar
         # lengths, and cost no second tokenization of every prompt.
         order = sorted(range(len(requests)), key=lambda k: len(requests[k][1].prompt))
@@ -271,8 +276,7 @@ class RecotNER(Pipe):
         if self.model.max_input_tokens is not None:
             empty = Chunk(text="", words=[], offsets=[])
             prompt = self.prompt.render(empty, self.labels, self.label_descriptions)
-            # 2: the special tokens (</s>) the tokenizer adds around a prompt
-            room_in = max(self.model.max_input_tokens - self.model.count_tokens([prompt])[0] - 2, 1)
+            room_in = max(self.model.max_input_tokens - self.model.prompt_tokens(prompt), 1)
         if self.model.max_new_tokens is not None and self.prompt.output_format == "bio":
             room_out = max(self.model.max_new_tokens - 2, 1)
             # BIO output repeats every word with its tag: "(O)" is about 3 tokens.
@@ -324,11 +328,16 @@ class RecotNER(Pipe):
         doc.set_ents(kept)
         if self.spans_key is not None:
             doc.spans[self.spans_key] = spans
+        sentences = rationale_sentences("\n".join(rationales))
+        entities = []
+        for s in kept:
+            entity = {"text": s.text, "label": s.label_, "start_char": s.start_char, "end_char": s.end_char}
+            reason = reason_for(sentences, s.text)
+            if reason is not None:
+                entity["reason"] = reason
+            entities.append(entity)
         record: Dict[str, Any] = {
-            "entities": [
-                {"text": s.text, "label": s.label_, "start_char": s.start_char, "end_char": s.end_char}
-                for s in kept
-            ],
+            "entities": entities,
             "counts": dict(sorted(counts.items())),
         }
         if rationales:

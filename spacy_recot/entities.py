@@ -32,6 +32,25 @@ def split_rationale(output: str) -> Tuple[str, str]:
     return m.group(1).strip(), output[: m.start()] + output[m.end() :]
 
 
+SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=\S)|\n+")
+
+
+def rationale_sentences(rationale: str) -> List[str]:
+    """The rationale cut into sentences (at . ! ? before a space, and at line breaks)."""
+    return [s.strip() for s in SENTENCE_END_RE.split(rationale) if s.strip()]
+
+
+def reason_for(sentences: Sequence[str], text: str) -> Optional[str]:
+    """The first sentence that mentions `text` (case-insensitively), if any."""
+    needle = " ".join(text.lower().split())
+    if not needle:
+        return None
+    for sentence in sentences:
+        if needle in " ".join(sentence.lower().split()):
+            return sentence
+    return None
+
+
 def _pairs_hook(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     """Keep duplicate keys by merging their lists instead of keeping the last."""
     out: Dict[str, Any] = {}
@@ -258,7 +277,11 @@ def find_spans(
     for needle, label in entities:
         found: List[Tuple[int, int, Optional[str]]] = []
         after = find_after.get(label, region_start)
-        for begin in (after, region_start) if after > region_start else (region_start,):
+        # Every occurrence is wanted, or the search restarts from the region's
+        # start when nothing follows the previous match.
+        begins = (after, region_start) if after > region_start and not all_occurrences else (region_start,)
+        duplicate = False
+        for begin in begins:
             candidates = list(dict.fromkeys(occurrences(needle, begin)))
             if not candidates:
                 continue
@@ -266,23 +289,25 @@ def find_spans(
             if not aligned:
                 counts["off_token_boundaries"] += 1
                 aligned = candidates[:1]
-            if begin != after:
+            if begin != after and not all_occurrences:
                 counts["out_of_order"] += 1
             free = [c for c in aligned if not overlaps(c[0], c[1])]
             if all_occurrences:
-                # Only the best kind of match: every exact occurrence, say, but
-                # not also the lower-cased ones.
-                best = (free or aligned)[0][2]
-                seen = set()
-                for c in [c for c in free or aligned[:1] if c[2] == best]:
-                    if (c[0], c[1]) not in seen:
+                # Every occurrence, nested ones included (doc.ents resolves
+                # overlaps later), but only of the best kind of match: every
+                # exact occurrence, say, not also the lower-cased ones.
+                best = aligned[0][2]
+                seen = {(ps, pe) for ps, pe, pl in placed if pl == label}
+                for c in aligned:
+                    if c[2] == best and (c[0], c[1]) not in seen:
                         seen.add((c[0], c[1]))
                         found.append(c)
+                duplicate = not found
             else:
                 found = [free[0] if free else aligned[0]]
             break
         if not found:
-            counts["not_found"] += 1
+            counts["duplicate_entity" if duplicate else "not_found"] += 1
             continue
         for s, e, kind in found:
             if kind:
@@ -290,7 +315,8 @@ def find_spans(
             placed.append((s, e, label))
             alternatives.append([c for c in aligned if c[2] == kind])
         find_after[label] = max(e for _, e, _ in found)
-    _move_off_overlaps(placed, alternatives, counts)
+    if not all_occurrences:
+        _move_off_overlaps(placed, alternatives, counts)
     return placed
 
 

@@ -53,6 +53,31 @@ ENTITY_LIST_INSTRUCTION = (
 )
 
 
+# ReasoningNER's user turn, verbatim (rner/prompt.py of HuiResearch/ReasoningIE,
+# filled in and stripped as its `InputExample.to_prompt` does): published
+# ReasoningNER/Qwen3 checkpoints were trained on it. Note the full-width colon.
+REASONING_NER_TEMPLATE = """You are an excellent information extraction assistant. Please extract the corresponding entities from the following sentence based on the provided schema and return them in JSON format.
+
+Note:
+1) The schema specifies the list of entity types that can be extracted;
+2) Only extract entities that are included in the schema.
+
+Schema：
+{schema}
+
+Output format:
+{example}
+
+Sentence:
+{sentence}"""
+
+# The output example of that prompt: placeholder labels and entities.
+REASONING_NER_EXAMPLE = {"entities": {"label1": ["x1", "x2"], "label2": ["x3"]}}
+
+# Labels ReasoningNER removes from every schema (rner/utils.py `is_valid_label`).
+GENERIC_LABELS = ("na", "n a", "misc", "else", "other", "nan")
+
+
 def spans_to_tags(n_words: int, spans: Sequence[WordSpan]) -> List[str]:
     """BIO tags for `n_words` words from word spans (later spans do not overwrite)."""
     tags = ["O"] * n_words
@@ -90,6 +115,10 @@ class BIOPrompt:
     def __init__(self, instruction: str):
         self.instruction = instruction
 
+    def schema(self, labels: Sequence[str]) -> List[str]:
+        """The labels as the model is shown them (and writes them back)."""
+        return list(labels)
+
     def render(
         self,
         chunk: Chunk,
@@ -114,6 +143,9 @@ class EntityListPrompt:
 
     output_format = "entities"
 
+    def schema(self, labels: Sequence[str]) -> List[str]:
+        return list(labels)
+
     def render(
         self,
         chunk: Chunk,
@@ -127,6 +159,65 @@ class EntityListPrompt:
 
     def render_target(self, chunk: Chunk, spans: Sequence[WordSpan]) -> str:
         return entity_json([(chunk.slice_text(s, e), label) for s, e, label in spans])
+
+
+class ReasoningNERPrompt:
+    """ReasoningNER's prompt: a schema of entity types, an output example, the
+    sentence; the answer is `<think>...</think>` then `{"entities": {...}}`.
+
+    example_labels (str): "placeholders" shows the example with `label1` and
+        `label2`, verbatim, as ReasoningNER checkpoints were trained; "schema"
+        shows it with the schema's own labels and empty lists, which keeps
+        untuned instruction models from copying the placeholder keys.
+    drop_generic_labels (bool): Remove labels such as "misc" and "other" from
+        the schema, as ReasoningNER does.
+    """
+
+    output_format = "entities"
+
+    def __init__(self, example_labels: str = "placeholders", drop_generic_labels: bool = True):
+        if example_labels not in ("placeholders", "schema"):
+            raise ValueError(
+                f"example_labels must be 'placeholders' or 'schema', not {example_labels!r}"
+            )
+        self.example_labels = example_labels
+        self.drop_generic_labels = drop_generic_labels
+
+    def schema(self, labels: Sequence[str]) -> List[str]:
+        """Lower-cased, sorted, generic labels removed (ReasoningNER's `process_schema`)."""
+        names = sorted(label.lower().strip() for label in labels)
+        if self.drop_generic_labels:
+            names = [name for name in names if name and name not in GENERIC_LABELS]
+        return names
+
+    def render(
+        self,
+        chunk: Chunk,
+        labels: Sequence[str],
+        descriptions: Optional[Dict[str, str]] = None,
+    ) -> str:
+        schema = self.schema(labels)
+        if self.example_labels == "placeholders":
+            example = REASONING_NER_EXAMPLE
+        else:
+            example = {"entities": {label: [] for label in schema}}
+        text = REASONING_NER_TEMPLATE.format(
+            schema=json.dumps(schema, ensure_ascii=False),
+            example=json.dumps(example, ensure_ascii=False, indent=2),
+            sentence=chunk.text[chunk.start_char : chunk.end_char],
+        )
+        if descriptions:
+            # Not part of ReasoningNER's prompt: only added when asked for.
+            text = text.replace("\n\nOutput format:", "\n" + _descriptions_block(labels, descriptions) + "\nOutput format:")
+        return text
+
+    def render_target(self, chunk: Chunk, spans: Sequence[WordSpan], rationale: str = "") -> str:
+        """ReasoningNER's completion: the reasoning, then the JSON with indent 2."""
+        grouped: Dict[str, List[str]] = {}
+        for s, e, label in spans:
+            grouped.setdefault(label.lower(), []).append(chunk.slice_text(s, e))
+        answer = json.dumps({"entities": grouped}, ensure_ascii=False, indent=2)
+        return f"<think>\n{rationale}\n</think>\n{answer}" if rationale else answer
 
 
 @registry.misc("spacy_recot.GNERPrompt.v1")
@@ -145,3 +236,12 @@ def make_recot_prompt() -> BIOPrompt:
 def make_entity_list_prompt() -> EntityListPrompt:
     """A plain JSON entity-list instruction for untuned instruction models."""
     return EntityListPrompt()
+
+
+@registry.misc("spacy_recot.ReasoningNERPrompt.v1")
+def make_reasoning_ner_prompt(
+    example_labels: str = "placeholders", drop_generic_labels: bool = True
+) -> ReasoningNERPrompt:
+    """ReasoningNER's prompt, verbatim by default, for ReasoningNER/Qwen3 checkpoints
+    and (with example_labels = "schema") untuned instruction models."""
+    return ReasoningNERPrompt(example_labels=example_labels, drop_generic_labels=drop_generic_labels)

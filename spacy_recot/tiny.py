@@ -51,3 +51,66 @@ def tiny_t5(tokenizer: Any, seed: int = 0, d_model: int = 64, layers: int = 2) -
         eos_token_id=tokenizer.eos_token_id,
     )
     return T5ForConditionalGeneration(config)
+
+
+# Qwen3's chat template reduced to what the component uses: ChatML turns, and
+# with enable_thinking=false an empty think block opened for the model.
+CHATML_THINKING_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}"
+)
+
+
+def train_bpe_tokenizer(lines: Iterable[str], vocab_size: int = 800) -> Any:
+    """A byte-level BPE tokenizer (Qwen's kind) trained on `lines`, with ChatML
+    special tokens, `<think>`/`</think>` as added tokens and a chat template."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(lines), trainer)
+    # As in Qwen3: whole tokens, but not special (decoding keeps them).
+    tok.add_tokens([AddedToken("<think>", special=False), AddedToken("</think>", special=False)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+        chat_template=CHATML_THINKING_TEMPLATE,
+    )
+
+
+def tiny_qwen3(tokenizer: Any, seed: int = 0, hidden: int = 64, layers: int = 2) -> Any:
+    """A randomly initialised Qwen3 causal LM sized for a CPU, matching `tokenizer`."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden // 4,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    return Qwen3ForCausalLM(config)

@@ -107,3 +107,97 @@ def trained_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
     model.save_pretrained(path)
     t5_tokenizer.save_pretrained(path)
     return path
+
+
+# What the tiny causal model learns to answer under the ReasoningNER prompt:
+# the T5 sentences, and one whose location string also occurs inside a person.
+CAUSAL_SENTENCES = TRAIN_SENTENCES + [
+    (["Paris", "Hilton", "visited", "Paris", "."], ["B-person", "I-person", "O", "B-location", "O"]),
+]
+RATIONALES = [
+    "Barack Obama is a person. Paris is a city, so a location.",
+    "Angela Merkel and Macron are persons. Berlin is a location.",
+    "Paris Hilton is a person. The second Paris is a location.",
+]
+
+
+def _word_spans(tags: List[str]):
+    from spacy_recot.bio import tags_to_spans
+
+    return list(tags_to_spans(tags))
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer():
+    """A byte-level BPE tokenizer (Qwen's kind) with a ChatML template, trained here."""
+    from spacy_recot.chunks import Chunk
+    from spacy_recot.prompts import make_reasoning_ner_prompt
+    from spacy_recot.tiny import train_bpe_tokenizer
+
+    prompt = make_reasoning_ner_prompt()
+    lines = _corpus_lines() + RATIONALES
+    for words, tags in CAUSAL_SENTENCES:
+        chunk = Chunk.from_words(words)
+        lines += prompt.render(chunk, LABELS).splitlines()
+        lines += prompt.render_target(chunk, _word_spans(tags), "x").splitlines()
+    return train_bpe_tokenizer(lines, vocab_size=1000)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
+    """A randomly initialised tiny Qwen3 with the session tokenizer, saved to disk."""
+    from spacy_recot.tiny import tiny_qwen3
+
+    path = tmp_path_factory.mktemp("tiny_qwen3")
+    tiny_qwen3(bpe_tokenizer).save_pretrained(path)
+    bpe_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
+    """A tiny Qwen3 trained here until, under the verbatim ReasoningNER prompt and
+    the chat template, it writes a rationale in <think> and the entities as JSON."""
+    import torch
+
+    from spacy_recot.chunks import Chunk
+    from spacy_recot.prompts import make_reasoning_ner_prompt
+    from spacy_recot.tiny import tiny_qwen3
+
+    prompt = make_reasoning_ner_prompt()
+    tok = bpe_tokenizer
+    rows, targets = [], []
+    for (words, tags), rationale in zip(CAUSAL_SENTENCES, RATIONALES):
+        chunk = Chunk.from_words(words)
+        chat = tok.apply_chat_template(
+            [{"role": "user", "content": prompt.render(chunk, LABELS)}], tokenize=False, add_generation_prompt=True
+        )
+        target = prompt.render_target(chunk, _word_spans(tags), rationale)
+        p_ids = tok(chat, add_special_tokens=False)["input_ids"]
+        t_ids = tok(target + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        rows.append((p_ids, t_ids))
+        targets.append(target)
+    width = max(len(p) + len(t) for p, t in rows)
+    input_ids = torch.full((len(rows), width), tok.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (p, t) in enumerate(rows):
+        ids = torch.tensor(p + t)
+        input_ids[i, : len(ids)] = ids
+        attention[i, : len(ids)] = 1
+        labels[i, len(p) : len(ids)] = torch.tensor(t)
+    model = tiny_qwen3(tok, seed=1)
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(300):
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+        if loss.item() < 0.01:
+            break
+    model.eval()
+    path = tmp_path_factory.mktemp("trained_qwen3")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -9,7 +9,11 @@ from .conftest import LABELS
 
 def t5_nlp(path, **cfg):
     nlp = spacy.blank("en")
-    config = {"labels": LABELS, "model": {"@misc": "spacy_recot.HFSeq2Seq.v1", "name_or_path": str(path)}}
+    config = {
+        "labels": LABELS,
+        "model": {"@misc": "spacy_recot.HFSeq2Seq.v1", "name_or_path": str(path)},
+        "prompt": {"@misc": "spacy_recot.ReCoTPrompt.v1"},
+    }
     config.update(cfg)
     nlp.add_pipe("recot_ner", config=config)
     return nlp
@@ -146,3 +150,92 @@ def test_record_is_json_and_survives_docbin(trained_t5_dir):
     ).get_docs(nlp.vocab)
     # DocBin's msgpack gives lists back as tuples; the content is the same.
     assert json.loads(json.dumps(back.user_data["recot"]["recot_ner"])) == record
+
+
+# -- the causal (ReasoningNER) path -------------------------------------------
+
+
+def qwen_nlp(path, model=None, **cfg):
+    nlp = spacy.blank("en")
+    config = {
+        "labels": LABELS,
+        "model": {"@misc": "spacy_recot.HFCausal.v1", "name_or_path": str(path), **(model or {})},
+        "prompt": {"@misc": "spacy_recot.ReasoningNERPrompt.v1"},
+    }
+    config.update(cfg)
+    nlp.add_pipe("recot_ner", config=config)
+    return nlp
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_reasoning_model_sets_entities_rationale_and_reasons(trained_qwen3_dir, constrained):
+    nlp = qwen_nlp(trained_qwen3_dir, model={"constrained": constrained})
+    docs = list(nlp.pipe(["Barack Obama visited Paris .", "Angela Merkel met Macron in Berlin ."]))
+    assert ents(docs[0]) == [("Barack Obama", "person", 0, 12), ("Paris", "location", 21, 26)]
+    assert [e.text for e in docs[1].ents] == ["Angela Merkel", "Macron", "Berlin"]
+    record = docs[0].user_data["recot"]["recot_ner"]
+    assert record["rationale"] == "Barack Obama is a person. Paris is a city, so a location."
+    assert record["entities"][0]["reason"] == "Barack Obama is a person."
+    assert record["entities"][1]["reason"] == "Paris is a city, so a location."
+    assert record["counts"] == {}
+    reasons = [e.get("reason") for e in docs[1].user_data["recot"]["recot_ner"]["entities"]]
+    assert reasons == [
+        "Angela Merkel and Macron are persons.",
+        "Angela Merkel and Macron are persons.",
+        "Berlin is a location.",
+    ]
+
+
+def test_reasoning_record_survives_docbin(trained_qwen3_dir):
+    import json
+
+    from spacy.tokens import DocBin
+
+    nlp = qwen_nlp(trained_qwen3_dir, store_io=True)
+    doc = nlp("Barack Obama visited Paris .")
+    record = doc.user_data["recot"]["recot_ner"]
+    assert json.loads(json.dumps(record)) == record
+    assert record["io"][0]["prompt"].endswith("Sentence:\nBarack Obama visited Paris .")
+    back = list(DocBin(docs=[doc], store_user_data=True).get_docs(nlp.vocab))[0]
+    assert json.loads(json.dumps(back.user_data["recot"]["recot_ner"])) == record
+
+
+def test_all_occurrences_and_nested_spans(trained_qwen3_dir):
+    # The model answers {"person": ["Paris Hilton"], "location": ["Paris"]}.
+    text = "Paris Hilton visited Paris ."
+    once = qwen_nlp(trained_qwen3_dir, spans_key="all")(text)
+    assert ents(once) == [("Paris Hilton", "person", 0, 12), ("Paris", "location", 21, 26)]
+    every = qwen_nlp(trained_qwen3_dir, all_occurrences=True, spans_key="all")(text)
+    # "Paris" also occurs inside "Paris Hilton": doc.ents keeps the longer span,
+    # doc.spans keeps all three, the nested one included.
+    assert ents(every) == ents(once)
+    assert sorted((s.start_char, s.end_char, s.label_) for s in every.spans["all"]) == [
+        (0, 5, "location"),
+        (0, 12, "person"),
+        (21, 26, "location"),
+    ]
+    assert every.user_data["recot"]["recot_ner"]["counts"]["dropped_overlapping"] == 1
+
+
+def test_default_config_is_the_packaged_model_and_loads_nothing():
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("recot_ner", config={"labels": ["person"]})
+    assert nlp.config["components"]["recot_ner"]["model"]["@misc"] == "spacy_recot.PackagedCausal.v1"
+    assert pipe.model.constrained and pipe.prompt.output_format == "entities"
+    assert not pipe.model.is_loaded
+
+
+def test_reasoning_ner_snippet_gets_the_verbatim_prompt():
+    # spaCy merges a block into the default of the same name: the README's
+    # snippet must still give ReasoningNER's own prompt and an unconstrained model.
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe(
+        "recot_ner",
+        config={
+            "labels": ["person"],
+            "model": {"@misc": "spacy_recot.HFCausal.v1", "name_or_path": "some/model"},
+            "prompt": {"@misc": "spacy_recot.ReasoningNERPrompt.v1"},
+        },
+    )
+    assert pipe.prompt.example_labels == "placeholders" and pipe.prompt.drop_generic_labels
+    assert not pipe.model.constrained and pipe.model.thinking is None

@@ -86,8 +86,9 @@ def test_find_spans_all_occurrences():
 def test_any_output_gives_spans_inside_the_text(output, text):
     counts = Counter()
     _, items = parse_entity_list(output, LABELS, counts)
-    for s, e, label in find_spans(text, items, lambda s, e: True, counts=counts):
-        assert 0 <= s < e <= len(text) and label in LABELS
+    for every in (False, True):
+        for s, e, label in find_spans(text, items, lambda s, e: True, all_occurrences=every, counts=counts):
+            assert 0 <= s < e <= len(text) and label in LABELS
 
 
 @settings(max_examples=100, deadline=None)
@@ -98,3 +99,33 @@ def test_json_shaped_output_never_raises(names):
     for text in (json.dumps({"entities": {"person": names}}), json.dumps([{"text": n, "type": "location"} for n in names])):
         for cut in range(0, len(text), 7):
             parse_entity_list(text[:cut], LABELS, Counter())
+
+
+def test_answers_real_models_wrote():
+    # Qwen2.5-Coder-0.5B under the verbatim ReasoningNER prompt: it copies the
+    # placeholder keys of the prompt's example; those are counted, not guessed.
+    _, items, counts = parse('```json\n{\n  "entities": {\n    "label1": ["Obama"],\n    "location": ["Paris"]\n  }\n}\n```')
+    assert items == [("Paris", "location")] and counts["unknown_label"] == 1
+    # Indented JSON with prose around it and a label in capitals.
+    _, items, _ = parse('Here you go:\n{\n  "entities": {\n    "PERSON": [\n      "Obama"\n    ]\n  }\n}\nHope this helps.')
+    assert items == [("Obama", "person")]
+
+
+def test_reason_is_the_sentence_that_mentions_the_entity():
+    from spacy_recot.entities import rationale_sentences, reason_for
+
+    sentences = rationale_sentences("First, find spans.\nBarack Obama is a former U.S. president. Paris is a city!  Done")
+    assert sentences == ["First, find spans.", "Barack Obama is a former U.S.", "president.", "Paris is a city!", "Done"]
+    assert reason_for(sentences, "barack  obama") == "Barack Obama is a former U.S."
+    assert reason_for(sentences, "Paris") == "Paris is a city!"
+    assert reason_for(sentences, "Berlin") is None
+    assert reason_for(sentences, " ") is None
+
+
+def test_all_occurrences_includes_nested_and_counts_duplicates():
+    text = "Paris Hilton left Paris"
+    counts = Counter()
+    items = [("Paris Hilton", "person"), ("Paris", "location"), ("Paris", "location")]
+    spans = find_spans(text, items, _bounds(text), all_occurrences=True, counts=counts)
+    assert sorted(spans) == [(0, 5, "location"), (0, 12, "person"), (18, 23, "location")]
+    assert counts == Counter({"duplicate_entity": 1})

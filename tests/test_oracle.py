@@ -87,4 +87,4 @@ def test_bad_oracle_config():
     with pytest.raises(ValueError, match="noise modes"):
         spacy.blank("en").add_pipe("recot_ner", config={"labels": ["x"], "model": {"@misc": "spacy_recot.Oracle.v1", "gold": "x.spacy", "noise": {"typo": 1.0}}})
     with pytest.raises(ValueError, match="writes 'entities' output but the prompt asks for 'bio'"):
-        spacy.blank("en").add_pipe("recot_ner", config={"labels": ["x"], "model": {"@misc": "spacy_recot.Oracle.v1", "gold": "x.spacy", "output_format": "entities"}})
+        spacy.blank("en").add_pipe("recot_ner", config={"labels": ["x"], "prompt": {"@misc": "spacy_recot.ReCoTPrompt.v1"}, "model": {"@misc": "spacy_recot.Oracle.v1", "gold": "x.spacy", "output_format": "entities"}})

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from spacy_recot.chunks import Chunk
 from spacy_recot.prompts import (
     GNER_INSTRUCTION,
@@ -45,3 +47,60 @@ def test_entity_list_prompt_target_is_json():
     assert json.loads(prompt.render_target(chunk, [(0, 1, "person"), (2, 3, "location")])) == {
         "entities": {"person": ["Obama"], "location": ["Paris"]}
     }
+
+
+# ReasoningNER's user turn for a CrossNER sentence, written out from
+# rner/prompt.py + InputExample.to_prompt of HuiResearch/ReasoningIE.
+REASONING_NER_EXAMPLE = """You are an excellent information extraction assistant. Please extract the corresponding entities from the following sentence based on the provided schema and return them in JSON format.
+
+Note:
+1) The schema specifies the list of entity types that can be extracted;
+2) Only extract entities that are included in the schema.
+
+Schema\uff1a
+["location", "organisation", "person"]
+
+Output format:
+{
+  "entities": {
+    "label1": [
+      "x1",
+      "x2"
+    ],
+    "label2": [
+      "x3"
+    ]
+  }
+}
+
+Sentence:
+This system was widely copied in various NATO forces ."""
+
+
+def test_reasoning_ner_prompt_is_verbatim():
+    from spacy_recot.prompts import make_reasoning_ner_prompt
+
+    chunk = Chunk.from_words("This system was widely copied in various NATO forces .".split())
+    prompt = make_reasoning_ner_prompt()
+    # Lower-cased, sorted, generic labels dropped, as ReasoningNER builds its schema.
+    labels = ["Person", "misc", "organisation", "location", "else"]
+    assert prompt.render(chunk, labels) == REASONING_NER_EXAMPLE
+    assert prompt.schema(labels) == ["location", "organisation", "person"]
+    target = prompt.render_target(chunk, [(7, 8, "Organisation")], "NATO is an organisation.")
+    assert target == (
+        '<think>\nNATO is an organisation.\n</think>\n{\n  "entities": {\n    "organisation": [\n      "NATO"\n    ]\n  }\n}'
+    )
+
+
+def test_reasoning_ner_prompt_for_untuned_models_shows_the_schema():
+    from spacy_recot.prompts import make_reasoning_ner_prompt
+
+    chunk = Chunk.from_words(["Paris"])
+    prompt = make_reasoning_ner_prompt(example_labels="schema", drop_generic_labels=False)
+    text = prompt.render(chunk, ["misc", "Location"], {"Location": "a place"})
+    assert '"label1"' not in text
+    assert '{\n  "entities": {\n    "location": [],\n    "misc": []\n  }\n}' in text
+    assert "- Location: a place" in text
+    assert text.endswith("Sentence:\nParis")
+    with pytest.raises(ValueError, match="example_labels"):
+        make_reasoning_ner_prompt(example_labels="labels")

