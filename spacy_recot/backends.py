@@ -142,13 +142,16 @@ def load_pretrained(loader: Any, name_or_path: Union[str, Path], **kwargs: Any) 
 
 
 def save_dequantized(model: Any, path: Path) -> None:
-    """`save_pretrained` for a model loaded from a GGUF file.
+    """`save_pretrained` that also works for a model loaded from a GGUF file.
 
     transformers dequantizes GGUF weights to float on load but keeps the GGUF
     quantizer attached, which refuses to save; the weights are plain floats,
-    so the quantizer is dropped and they are saved as safetensors.
+    so that quantizer (and only that one) is dropped and they are saved as
+    safetensors.
     """
-    if getattr(model, "hf_quantizer", None) is not None:
+    quantizer = getattr(model, "hf_quantizer", None)
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    if quantizer is not None and str(getattr(method, "value", method)) == "gguf":
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -189,11 +192,18 @@ class HFBackend(Backend):
     def load(self) -> None:
         self._load_from(self.name_or_path, revision=self.revision)
 
-    def _count(self, prompt_ids: Any, new_ids: Any) -> None:
-        pad = self.tokenizer.pad_token_id
+    def _count(self, attention_mask: Any, new_ids: Any) -> None:
+        """Add a generate call's prompt tokens and generated tokens (up to and
+        including the first end-of-sequence token of each row) to `stats`."""
+        stop = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id}
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        stop.update(eos if isinstance(eos, list) else [eos])
+        generated = 0
+        for row in new_ids.tolist():
+            generated += next((i + 1 for i, t in enumerate(row) if t in stop), len(row))
         self.stats["generate_calls"] += 1
-        self.stats["prompt_tokens"] += int((prompt_ids != pad).sum())
-        self.stats["generated_tokens"] += int((new_ids != pad).sum())
+        self.stats["prompt_tokens"] += int(attention_mask.sum())
+        self.stats["generated_tokens"] += generated
 
     def _load_from(self, source: Union[str, Path], **kwargs: Any) -> None:
         import transformers
@@ -255,7 +265,7 @@ class HFSeq2SeqBackend(HFBackend):
         ).to(self.model.device)
         with torch.inference_mode():
             out = self.model.generate(**enc, **self.generation)
-        self._count(enc["input_ids"], out[:, 1:])  # T5 starts with the pad token
+        self._count(enc["attention_mask"], out[:, 1:])  # T5 starts with the pad token
         return self.tokenizer.batch_decode(
             out, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
@@ -367,15 +377,27 @@ class HFCausalBackend(HFBackend):
             texts, return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.model.device)
         kwargs = dict(self.generation)
+        kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         if self.constrained:
-            kwargs["logits_processor"] = LogitsProcessorList([self.constraint.processor(requests)])
+            # generate expands each prompt into num_beams * num_return_sequences rows.
+            rows = max(kwargs.get("num_beams", 1), kwargs.get("num_return_sequences", 1))
+            processors = LogitsProcessorList(kwargs.get("logits_processor") or [])
+            processors.append(self.constraint.processor(requests, rows_per_request=rows))
+            kwargs["logits_processor"] = processors
         with torch.inference_mode():
-            out = self.model.generate(**enc, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+            out = self.model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
-        self._count(enc["input_ids"], new_tokens)
+        self._count(enc["attention_mask"], new_tokens)
         return self.tokenizer.batch_decode(
             new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
+
+    def _think_mode(self) -> str:
+        """How the answer may start: with thinking off the template has closed
+        the think block; some templates open it in the prompt."""
+        if self.thinking is False:
+            return "off"
+        return "opened" if self.chat("").rstrip().endswith("<think>") else "optional"
 
     @property
     def constraint(self) -> Any:
@@ -387,7 +409,7 @@ class HFCausalBackend(HFBackend):
                 self.tokenizer,
                 vocab_size=self.model.config.vocab_size,
                 max_entity_words=self.max_entity_words,
-                allow_thinking=self.thinking is not False,
+                thinking=self._think_mode(),
             )
         return self._constraint
 

