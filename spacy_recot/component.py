@@ -28,10 +28,11 @@ ALIGNMENT_MODES = ("strict", "contract", "expand")
 # A real instruction model that ships in pip packages: works offline after
 # the README's set-up command (see README, "The default model").
 DEFAULT_MODEL = {"@misc": "spacy_recot.PackagedCausal.v1"}
-# Chosen by measurement (README). Not ReasoningNERPrompt.v1 with other
-# settings: spaCy merges a user's block into a default of the same name, so
-# `{"@misc": "spacy_recot.ReasoningNERPrompt.v1"}` must mean its defaults.
-DEFAULT_PROMPT = {"@misc": "spacy_recot.EntityListPrompt.v1"}
+# Chosen by measurement (README, "The default model"). A name of its own, not
+# ReasoningNERPrompt.v1 with other settings: spaCy merges a user's block into a
+# default of the same name, and `{"@misc": "spacy_recot.ReasoningNERPrompt.v1"}`
+# must mean ReasoningNER's verbatim prompt.
+DEFAULT_PROMPT = {"@misc": "spacy_recot.ZeroShotJSONPrompt.v1"}
 
 
 @Language.factory(

@@ -245,3 +245,12 @@ def make_reasoning_ner_prompt(
     """ReasoningNER's prompt, verbatim by default, for ReasoningNER/Qwen3 checkpoints
     and (with example_labels = "schema") untuned instruction models."""
     return ReasoningNERPrompt(example_labels=example_labels, drop_generic_labels=drop_generic_labels)
+
+
+@registry.misc("spacy_recot.ZeroShotJSONPrompt.v1")
+def make_zero_shot_json_prompt(drop_generic_labels: bool = False) -> ReasoningNERPrompt:
+    """ReasoningNER's prompt with its output example written with the schema's own
+    labels (and empty lists), for untuned instruction models: with the verbatim
+    example, Qwen2.5-Coder-0.5B copied the placeholder keys `label1`/`label2`.
+    The component's default prompt (chosen by measurement, see the README)."""
+    return ReasoningNERPrompt(example_labels="schema", drop_generic_labels=drop_generic_labels)
