@@ -7,7 +7,7 @@ import typer
 
 app = typer.Typer(
     name="spacy_recot",
-    help="Zero-shot NER with generative models for spaCy: data conversion and evaluation.",
+    help="Zero-shot NER with generative models for spaCy: data conversion, instruction data and evaluation.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -90,6 +90,42 @@ def evaluate(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         typer.echo(f"Wrote {output}")
+
+
+@app.command()
+def preprocess(
+    input_path: Path = typer.Argument(..., help="Pile-NER: the conversation format (Universal-NER/Pile-NER-type, JSON or JSON lines) or GLiNER's token format."),
+    output_path: Path = typer.Argument(..., help="The instruction data to write (JSON lines)."),
+    prompt: str = typer.Option("recot", "--prompt", "-p", help="recot (two-step chain of thought) or gner."),
+    negatives: int = typer.Option(0, "--negatives", help="Labels sampled from the whole file's label set and added to each instance."),
+    max_words: int = typer.Option(120, "--max-words", help="Split longer passages (between entities), when no tokenizer is given."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "-t", help="Measure length in this tokenizer's tokens (a folder or hub id) instead of words."),
+    max_target_tokens: int = typer.Option(640, "--max-target-tokens", help="With --tokenizer: the longest target."),
+    keep_case: bool = typer.Option(False, "--keep-case", help="Keep the labels' case (default: lower-case, as the test sets)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Turn Pile-NER into instruction data for the seq2seq model: per passage the
+    prompt with its labels (shuffled per instance) and every word with its BIO tag."""
+    from .instruction_data import InstructionDataError, preprocess as run_preprocess
+
+    tok = None
+    if tokenizer is not None:
+        from transformers import AutoTokenizer
+
+        from .backends import load_pretrained
+
+        tok = load_pretrained(AutoTokenizer, tokenizer)
+    try:
+        counts = run_preprocess(
+            input_path, output_path, prompt=prompt, seed=seed, n_negatives=negatives,
+            max_words=max_words, tokenizer=tok, max_target_tokens=max_target_tokens, lowercase=not keep_case,
+        )
+    except (InstructionDataError, ValueError) as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"{input_path} -> {output_path}")
+    for key, value in sorted(counts.items()):
+        typer.echo(f"  {key}: {value}")
 
 
 def main() -> None:
