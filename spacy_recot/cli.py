@@ -128,5 +128,31 @@ def preprocess(
         typer.echo(f"  {key}: {value}")
 
 
+@app.command("tiny-t5")
+def tiny_t5_command(
+    output_dir: Path = typer.Argument(..., help="Where to save the model and tokenizer."),
+    data: List[Path] = typer.Argument(..., help="Instruction data (JSON lines) whose sources and targets train the tokenizer."),
+    vocab_size: int = typer.Option(800, "--vocab-size"),
+    d_model: int = typer.Option(64, "--d-model"),
+    layers: int = typer.Option(2, "--layers"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Build a tiny T5 (random weights, a sentencepiece tokenizer trained on DATA):
+    the base model of the CPU smoke run of the training workflow."""
+    from .instruction_data import read_instances
+    from .tiny import tiny_t5, train_t5_tokenizer
+
+    lines: List[str] = []
+    for path in data:
+        for row in read_instances(path):
+            lines.extend(row.get("source", "").splitlines() + [row.get("target", "")])
+    tokenizer = train_t5_tokenizer(lines, vocab_size=vocab_size)
+    model = tiny_t5(tokenizer, seed=seed, d_model=d_model, layers=layers)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    n = sum(p.numel() for p in model.parameters())
+    typer.echo(f"Wrote a tiny T5 ({n:,} parameters, vocabulary {len(tokenizer)}) to {output_dir}")
+
+
 def main() -> None:
     app()
