@@ -23,6 +23,7 @@ def convert(
     labels: Optional[Path] = typer.Option(
         None, "--labels", "-l", help="label.txt with the label set (found beside INPUT in the GNER layout)."
     ),
+    limit: int = typer.Option(0, "--limit", "-n", help="Keep only the first N sentences of each file (0: all)."),
 ) -> None:
     """Convert CoNLL BIO files into DocBins (and OUTPUT.labels.json beside each).
 
@@ -45,7 +46,7 @@ def convert(
         jobs = [(input_path, output_path)]
     for source, target in jobs:
         try:
-            n_docs, label_list, counts = run_convert(source, target, label_map, labels)
+            n_docs, label_list, counts = run_convert(source, target, label_map, labels, limit)
         except ConllFormatError as err:
             typer.echo(f"Error: {err}", err=True)
             raise typer.Exit(code=1)
@@ -126,6 +127,43 @@ def preprocess(
     typer.echo(f"{input_path} -> {output_path}")
     for key, value in sorted(counts.items()):
         typer.echo(f"  {key}: {value}")
+
+
+@app.command("init-pipeline")
+def init_pipeline(
+    model_dir: str = typer.Argument(..., help="A trained T5 / Flan-T5 model: a folder (train_seq2seq.py's --output-dir) or a hub id."),
+    output_dir: Path = typer.Argument(..., help="Where to write the spaCy pipeline."),
+    labels: Path = typer.Option(..., "--labels", "-l", help="The entity types: a JSON list (e.g. a converted set's .labels.json)."),
+    prompt: str = typer.Option("recot", "--prompt", "-p", help="The prompt the model was trained on: recot or gner."),
+    name: str = typer.Option("recot_ner", "--name", help="The pipeline's meta name (spacy package uses it)."),
+    max_new_tokens: int = typer.Option(640, "--max-new-tokens"),
+) -> None:
+    """Write a spaCy pipeline (blank English + recot_ner) around a trained seq2seq
+    model; `spacy.load`, `spacy evaluate` and `spacy package` take it as it is."""
+    import spacy
+
+    prompts = {"recot": "spacy_recot.ReCoTPrompt.v1", "gner": "spacy_recot.GNERPrompt.v1"}
+    if prompt not in prompts:
+        raise typer.BadParameter(f"--prompt must be one of {sorted(prompts)}, not {prompt!r}")
+    if not labels.exists():
+        raise typer.BadParameter(f"{labels} does not exist")
+    nlp = spacy.blank("en")
+    nlp.meta["name"] = name
+    nlp.add_pipe(
+        "recot_ner",
+        config={
+            "labels": json.loads(labels.read_text(encoding="utf-8")),
+            "model": {
+                "@misc": "spacy_recot.HFSeq2Seq.v1",
+                "name_or_path": model_dir,
+                "generation": {"max_new_tokens": max_new_tokens, "num_beams": 1, "do_sample": False},
+            },
+            "prompt": {"@misc": prompts[prompt]},
+        },
+    )
+    nlp.initialize()
+    nlp.to_disk(output_dir)
+    typer.echo(f"Wrote a pipeline with recot_ner ({model_dir}) to {output_dir}")
 
 
 @app.command("tiny-t5")

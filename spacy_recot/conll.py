@@ -170,11 +170,13 @@ def convert(
     output_path: Path,
     label_map_path: Optional[Path] = None,
     labels_path: Optional[Path] = None,
+    limit: int = 0,
 ) -> Tuple[int, List[str], Counter]:
     """Convert a CoNLL file to a DocBin, and write its label list beside it.
 
     The label list (`<output>.labels.json`) comes from `label.txt` (given, or
-    found beside the input as in the GNER layout), else from the tags seen.
+    found beside the input as in the GNER layout), else from the tags seen in
+    the whole file. `limit` keeps only the first N sentences (a dev slice).
     Returns the number of docs, the labels and the repair counts.
     """
     counts: Counter = Counter()
@@ -194,6 +196,8 @@ def convert(
             )
     else:
         labels = seen
+    if limit:
+        docs = docs[:limit]
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     DocBin(docs=docs).to_disk(output_path)

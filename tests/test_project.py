@@ -1,0 +1,60 @@
+"""The spaCy project: `spacy project run all` on the tiny CPU configuration, and the ablation table."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import DATA, requires_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@requires_data()
+def test_project_run_all_on_the_tiny_configuration(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "project.yml", project)
+    # The project's own files only, not the outputs of earlier runs.
+    for folder in ("configs", "scripts", "training", "benchmarks"):
+        (project / folder).mkdir()
+        for path in (ROOT / folder).iterdir():
+            if path.is_file():
+                shutil.copy(path, project / folder)
+    shutil.copytree(ROOT / "configs" / "label_maps", project / "configs" / "label_maps")
+    run = [sys.executable, "-m", "spacy", "project", "run", "all", str(project),
+           f"--vars.data_dir={DATA}", f"--vars.pile_ner={DATA / 'pile-ner-sample' / 'sample_data.json'}",
+           "--vars.epochs=2", "--vars.dev_limit=8"]
+    done = subprocess.run(run, cwd=project, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = json.loads((project / "training" / "recot" / "training_log.json").read_text())
+    assert [row["epoch"] for row in log["epochs"]] == [1.0, 2.0]
+    assert log["epochs"][1]["loss"] < log["epochs"][0]["loss"]
+    metrics = json.loads((project / "metrics" / "recot_dev.json").read_text())
+    assert "ents_f" in metrics and "ents_per_type" in metrics
+    wheels = list((project / "packages").rglob("*.whl"))
+    assert len(wheels) == 1 and wheels[0].name.startswith("en_recot_recot-0.0.1")
+    # The ablation table reads the run.
+    table = subprocess.run([sys.executable, "scripts/collect_runs.py", "training", "-o", "metrics/ablations.md"],
+                           cwd=project, capture_output=True, text=True, check=True)
+    assert "| recot | recot | rcloss | 1.2 | 1.0 |" in (project / "metrics" / "ablations.md").read_text()
+
+
+def test_collect_runs_table(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from collect_runs import collect, to_markdown
+
+    for name, loss, f1s in (("full", "rcloss", [0.2, 0.5, 0.4]), ("no_rcloss", "ce", [0.1, 0.3])):
+        (tmp_path / name).mkdir()
+        epochs = [{"epoch": i + 1.0, "loss": 1.0, "precision": f, "recall": f, "f1": f} for i, f in enumerate(f1s)]
+        (tmp_path / name / "training_log.json").write_text(
+            json.dumps({"prompt": "recot", "loss": loss, "alpha": 1.2, "beta": 1.0, "epochs": epochs})
+        )
+    rows = collect(tmp_path)
+    assert [(r["run"], r["best_epoch"], r["f1"]) for r in rows] == [("full", 2.0, 0.5), ("no_rcloss", 2.0, 0.3)]
+    table = to_markdown(rows)
+    assert "| full | recot | rcloss | 1.2 | 1.0 | 2.0 | 50.00 | 50.00 | 50.00 |" in table
+    assert "| no_rcloss | recot | ce | - | - | 2.0 |" in table
