@@ -3,8 +3,9 @@
 Runs `recot_ner` with the given settings over the first N sentences of each
 converted set (corpus/gner/<set>/test.spacy, made by `spacy project run
 convert`) and writes JSON: per set spaCy's exact P/R/F and the papers'
-normalized F1, the share of answers the parser could not read, the parser's
-counts, generated tokens/s, sentences/s; and the process's peak memory.
+normalized F1, the share of answers the parser could not read, schema
+violations (entities with a label not offered, strings not in the text), the
+parser's counts, generated tokens/s, sentences/s; and the process's peak memory.
 
     python benchmarks/zero_shot.py corpus/gner --config benchmarks/configs/default.json \
         --n 15 --output benchmarks/results/zero_shot_default.json
@@ -68,6 +69,11 @@ def main(
         generated = (stats or {}).get("generated_tokens", 0) - before.get("generated_tokens", 0)
         prompts = len(examples)  # the test sentences are short: one prompt each
         res["parse_failure_rate"] = res["counts"].get("unparseable", 0) / max(prompts, 1)
+        # Schema violations, per entity written: a label not offered, a string not in the text.
+        res["entities_written"] = res["normalized"]["n_pred"] + sum(
+            res["counts"].get(k, 0) for k in ("unknown_label", "not_found", "dropped_overlapping", "duplicate_entity")
+        )
+        res["schema_violations"] = {k: res["counts"].get(k, 0) for k in ("unknown_label", "not_found")}
         res["generated_tokens"] = generated
         res["tokens_per_second"] = generated / res["seconds"] if res["seconds"] else 0.0
         res["sentences_per_second"] = len(examples) / res["seconds"] if res["seconds"] else 0.0

@@ -1,9 +1,11 @@
-"""Tiny T5 models built from a config, with a tokenizer trained on the spot.
+"""Tiny T5 and Qwen3 models built from a config, with tokenizers trained on the spot.
 
 No pretrained weights can be downloaded on machines without a model hub, so
 tests, benchmarks and the CPU smoke run of the training workflow use these:
-a real sentencepiece unigram tokenizer with T5's special ids, and a real
-`T5ForConditionalGeneration` of a few hundred thousand parameters.
+a real sentencepiece unigram tokenizer with T5's special ids and a real
+`T5ForConditionalGeneration`; a real byte-level BPE tokenizer with ChatML
+tokens and a chat template and a real `Qwen3ForCausalLM`; each of a few
+hundred thousand parameters at most.
 """
 import io
 from typing import Any, Iterable

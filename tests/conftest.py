@@ -201,3 +201,16 @@ def trained_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def reasoning_requests(sentences, labels=LABELS):
+    """Requests for word lists under ReasoningNER's verbatim prompt."""
+    from spacy_recot.chunks import Chunk, Request
+    from spacy_recot.prompts import make_reasoning_ner_prompt
+
+    prompt = make_reasoning_ner_prompt()
+    out = []
+    for words in sentences:
+        chunk = Chunk.from_words(words)
+        out.append(Request(prompt.render(chunk, labels), chunk, prompt.schema(labels)))
+    return out

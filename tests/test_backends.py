@@ -3,18 +3,8 @@ import pytest
 
 from spacy_recot.backends import ModelLoadError, make_hf_causal
 from spacy_recot.chunks import Chunk, Request
-from spacy_recot.prompts import make_reasoning_ner_prompt
 
-from .conftest import LABELS, TRAIN_SENTENCES
-
-
-def requests():
-    prompt = make_reasoning_ner_prompt()
-    out = []
-    for words, _ in TRAIN_SENTENCES:
-        chunk = Chunk.from_words(words)
-        out.append(Request(prompt.render(chunk, LABELS), chunk, prompt.schema(LABELS)))
-    return out
+from .conftest import TRAIN_SENTENCES, reasoning_requests
 
 
 def causal(path, **kwargs):
@@ -39,7 +29,7 @@ def test_chat_template_and_thinking_switch(tiny_qwen3_dir):
 
 def test_batched_left_padded_generation_matches_one_by_one(trained_qwen3_dir):
     backend = causal(trained_qwen3_dir)
-    reqs = requests()
+    reqs = reasoning_requests([words for words, _ in TRAIN_SENTENCES])
     batched = backend(reqs)
     single = [backend([r])[0] for r in reqs]
     assert batched == single

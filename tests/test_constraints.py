@@ -4,11 +4,11 @@ from collections import Counter
 
 import pytest
 
-from spacy_recot.chunks import Chunk, Request
+from spacy_recot.chunks import Chunk
 from spacy_recot.constraints import answer_schema, candidate_entities
 from spacy_recot.entities import parse_entity_list, split_rationale
 
-from .conftest import LABELS
+from .conftest import LABELS, reasoning_requests
 
 
 def test_candidates_are_exact_substrings_of_the_text():
@@ -38,17 +38,6 @@ def test_answer_schema():
     assert answer_schema(["x"], [])["properties"]["entities"]["properties"]["x"]["maxItems"] == 0
 
 
-def _requests(sentences, labels=LABELS):
-    from spacy_recot.prompts import make_reasoning_ner_prompt
-
-    prompt = make_reasoning_ner_prompt()
-    out = []
-    for words in sentences:
-        chunk = Chunk.from_words(words)
-        out.append(Request(prompt.render(chunk, labels), chunk, prompt.schema(labels)))
-    return out
-
-
 SENTENCES = [
     "Barack Obama visited Paris .".split(),
     'The " quoted \\ word " and Zürich are here , 42 times .'.split(),
@@ -68,7 +57,7 @@ def test_random_model_answers_are_always_valid(tiny_qwen3_dir):
         generation={"max_new_tokens": 120, "do_sample": True, "temperature": 1.5, "top_k": 0},
     )
     backend.load()
-    requests = _requests(SENTENCES * 3)
+    requests = reasoning_requests(SENTENCES * 3)
     import torch
 
     torch.manual_seed(0)
@@ -98,7 +87,7 @@ def test_trained_model_unchanged_under_the_grammar(trained_qwen3_dir):
     free.load()
     bound = make_hf_causal(str(trained_qwen3_dir), constrained=True, generation={"max_new_tokens": 120, "do_sample": False})
     bound.load()
-    requests = _requests(SENTENCES[::2])
+    requests = reasoning_requests(SENTENCES[::2])
     free_out, bound_out = free(requests), bound(requests)
     assert bound_out == free_out
     assert bound_out[0].startswith("<think>\nBarack Obama is a person.")
@@ -140,7 +129,7 @@ def test_grammar_accepts_exactly_the_valid_answers(bpe_tokenizer, mode, answer, 
     from spacy_recot.constraints import EntityConstraint
 
     constraint = EntityConstraint(bpe_tokenizer, vocab_size=len(bpe_tokenizer), thinking=mode)
-    (request,) = _requests([SENTENCES[0]])
+    (request,) = reasoning_requests([SENTENCES[0]])
     matcher = xgrammar.GrammarMatcher(constraint.compiler.compile_grammar(constraint.grammar(request)))
     accepted = matcher.accept_string(answer) and matcher.is_completed()
     assert accepted == ok

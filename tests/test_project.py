@@ -38,7 +38,7 @@ def test_project_run_all_on_the_tiny_configuration(tmp_path):
     wheels = list((project / "packages").rglob("*.whl"))
     assert len(wheels) == 1 and wheels[0].name.startswith("en_recot_recot-0.0.1")
     # The ablation table reads the run.
-    table = subprocess.run([sys.executable, "scripts/collect_runs.py", "training", "-o", "metrics/ablations.md"],
+    subprocess.run([sys.executable, "scripts/collect_runs.py", "training", "-o", "metrics/ablations.md"],
                            cwd=project, capture_output=True, text=True, check=True)
     assert "| recot | recot | rcloss | 1.2 | 1.0 |" in (project / "metrics" / "ablations.md").read_text()
 
