@@ -70,9 +70,6 @@ def main(
         prompts = len(examples)  # the test sentences are short: one prompt each
         res["parse_failure_rate"] = res["counts"].get("unparseable", 0) / max(prompts, 1)
         # Schema violations, per entity written: a label not offered, a string not in the text.
-        res["entities_written"] = res["normalized"]["n_pred"] + sum(
-            res["counts"].get(k, 0) for k in ("unknown_label", "not_found", "dropped_overlapping", "duplicate_entity")
-        )
         res["schema_violations"] = {k: res["counts"].get(k, 0) for k in ("unknown_label", "not_found")}
         res["generated_tokens"] = generated
         res["tokens_per_second"] = generated / res["seconds"] if res["seconds"] else 0.0

@@ -6,7 +6,8 @@ Two input formats are read:
   "Text: ..."}, {"from": "gpt", ...}, {"from": "human", "value": "What
   describes <type> in the text?"}, {"from": "gpt", "value": "[\"...\"]"}, ...]}`;
   a type answered by `[]` is a negative label of that passage;
-- GLiNER's token format: `{"tokenized_text": [...], "ner": [[start, end_inclusive, label], ...]}`.
+- GLiNER's token format: `{"tokenized_text": [...], "ner": [[start, end_inclusive, label], ...]}`;
+and a converted CoNLL set (`.spacy`), to train on labelled data of a domain.
 
 Each passage becomes one or more instances: source = the prompt (ReCoT's or
 GNER's instruction) with the passage's labels (shuffled per instance, plus
@@ -127,9 +128,31 @@ def _conversation_passage(
     return Passage(str(record.get("id", i)), words, spans, negatives)
 
 
+def read_docbin(path: Path) -> Iterator[Passage]:
+    """Passages from a converted CoNLL set (`.spacy` from `python -m spacy_recot
+    convert`); the labels of its `.labels.json` absent from a sentence are that
+    sentence's negative labels."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    from .conll import labels_file
+
+    lf = labels_file(path)
+    labels = json.loads(lf.read_text(encoding="utf-8")) if lf.exists() else []
+    nlp = spacy.blank("en")
+    for i, doc in enumerate(DocBin().from_disk(path).get_docs(nlp.vocab)):
+        spans = [(e.start, e.end, e.label_) for e in doc.ents]
+        present = {label for _, _, label in spans}
+        yield Passage(str(i), [t.text for t in doc], spans, [l for l in labels if l not in present])
+
+
 def read_pile_ner(path: Path, counts: Optional[Counter] = None) -> Iterator[Passage]:
-    """Passages from a Pile-NER file in either format (detected per record)."""
+    """Passages from a Pile-NER file in either format (detected per record), or
+    from a converted CoNLL set (`.spacy`)."""
     counts = counts if counts is not None else Counter()
+    if Path(path).suffix == ".spacy":
+        yield from read_docbin(Path(path))
+        return
     tokenizer = None
     for i, record in enumerate(_records(Path(path))):
         if not isinstance(record, dict):

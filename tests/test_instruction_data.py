@@ -141,3 +141,17 @@ def test_cli_preprocess(tmp_path):
     bad.write_text('[{"text": 1}]')
     result = CliRunner().invoke(app, ["preprocess", str(bad), str(tmp_path / "x.jsonl")])
     assert result.exit_code == 1 and "bad.json record 0" in result.output
+
+
+@requires_data(DATA / "crossner")
+def test_converted_conll_set_as_training_data(tmp_path):
+    from spacy_recot.conll import convert
+
+    convert(DATA / "crossner" / "politics" / "train.txt", tmp_path / "train.spacy", None, None)
+    counts = preprocess(tmp_path / "train.spacy", tmp_path / "train.jsonl", max_words=1000)
+    rows = read_instances(tmp_path / "train.jsonl")
+    assert counts["passages"] == 200 and len(rows) == 200
+    labels = json.loads((tmp_path / "train.labels.json").read_text())
+    # Every instance is asked about the set's whole label set.
+    assert all(sorted(r["labels"]) == sorted(label.lower() for label in labels) for r in rows)
+    assert counts["entities"] > 1000
