@@ -95,7 +95,7 @@ def evaluate(
 
 @app.command()
 def preprocess(
-    input_path: Path = typer.Argument(..., help="Pile-NER: the conversation format (Universal-NER/Pile-NER-type, JSON or JSON lines) or GLiNER's token format."),
+    input_path: Path = typer.Argument(..., help="Pile-NER: the conversation format (Universal-NER/Pile-NER-type, JSON or JSON lines) or GLiNER's token format; or a converted CoNLL set (.spacy)."),
     output_path: Path = typer.Argument(..., help="The instruction data to write (JSON lines)."),
     prompt: str = typer.Option("recot", "--prompt", "-p", help="recot (two-step chain of thought) or gner."),
     negatives: int = typer.Option(0, "--negatives", help="Labels sampled from the whole file's label set and added to each instance."),
@@ -136,15 +136,19 @@ def init_pipeline(
     labels: Path = typer.Option(..., "--labels", "-l", help="The entity types: a JSON list (e.g. a converted set's .labels.json)."),
     prompt: str = typer.Option("recot", "--prompt", "-p", help="The prompt the model was trained on: recot or gner."),
     name: str = typer.Option("recot_ner", "--name", help="The pipeline's meta name (spacy package uses it)."),
+    max_input_tokens: int = typer.Option(640, "--max-input-tokens", help="Longer docs are split (use training's --max-source-length)."),
     max_new_tokens: int = typer.Option(640, "--max-new-tokens"),
 ) -> None:
     """Write a spaCy pipeline (blank English + recot_ner) around a trained seq2seq
     model; `spacy.load`, `spacy evaluate` and `spacy package` take it as it is."""
     import spacy
 
-    prompts = {"recot": "spacy_recot.ReCoTPrompt.v1", "gner": "spacy_recot.GNERPrompt.v1"}
-    if prompt not in prompts:
-        raise typer.BadParameter(f"--prompt must be one of {sorted(prompts)}, not {prompt!r}")
+    from .prompts import BIO_PROMPTS
+
+    if prompt not in BIO_PROMPTS:
+        raise typer.BadParameter(f"--prompt must be one of {sorted(BIO_PROMPTS)}, not {prompt!r}")
+    if not name.isidentifier():
+        raise typer.BadParameter(f"--name must be a Python identifier (spacy package needs one), not {name!r}")
     if not labels.exists():
         raise typer.BadParameter(f"{labels} does not exist")
     nlp = spacy.blank("en")
@@ -156,9 +160,10 @@ def init_pipeline(
             "model": {
                 "@misc": "spacy_recot.HFSeq2Seq.v1",
                 "name_or_path": model_dir,
+                "max_input_tokens": max_input_tokens,
                 "generation": {"max_new_tokens": max_new_tokens, "num_beams": 1, "do_sample": False},
             },
-            "prompt": {"@misc": prompts[prompt]},
+            "prompt": {"@misc": BIO_PROMPTS[prompt]},
         },
     )
     nlp.initialize()

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .chunks import Chunk, split_chunk
-from .prompts import make_gner_prompt, make_recot_prompt, spans_to_tags
-
-PROMPTS: Dict[str, Callable[[], Any]] = {"recot": make_recot_prompt, "gner": make_gner_prompt}
+from .bio import tags_to_spans
+from .prompts import bio_prompt, spans_to_tags
 QUESTION_PREFIX = "What describes "
 QUESTION_SUFFIX = " in the text?"
 
@@ -62,7 +61,7 @@ def _records(path: Path) -> List[Any]:
     return records
 
 
-def _gliner_passage(path: Path, i: int, record: Dict[str, Any], counts: Counter) -> Passage:
+def _gliner_passage(path: Path, i: int, record: Dict[str, Any]) -> Passage:
     words = record.get("tokenized_text")
     ner = record.get("ner")
     if not isinstance(words, list) or not isinstance(ner, list):
@@ -165,7 +164,7 @@ def read_pile_ner(path: Path, counts: Optional[Counter] = None) -> Iterator[Pass
                 tokenizer = spacy.blank("en").tokenizer
             yield _conversation_passage(Path(path), i, record, tokenizer, counts)
         elif "tokenized_text" in record:
-            yield _gliner_passage(Path(path), i, record, counts)
+            yield _gliner_passage(Path(path), i, record)
         else:
             raise InstructionDataError(
                 f"{path} record {i}: neither the conversation format ('conversations') "
@@ -173,10 +172,17 @@ def read_pile_ner(path: Path, counts: Optional[Counter] = None) -> Iterator[Pass
             )
 
 
+def normalize_label(label: str, lowercase: bool = True) -> str:
+    """Whitespace collapsed, and lower-cased unless asked not to."""
+    label = " ".join(label.split())
+    return label.lower() if lowercase else label
+
+
 def non_overlapping(spans: Sequence[Tuple[int, int, str]], counts: Counter) -> List[Tuple[int, int, str]]:
     """BIO holds no nested entities: keep longer spans first, then earlier ones."""
     kept: List[Tuple[int, int, str]] = []
-    for s, e, label in sorted(set(spans), key=lambda x: (-(x[1] - x[0]), x[0])):
+    # The label breaks ties, so the result does not depend on set order (hash seed).
+    for s, e, label in sorted(set(spans), key=lambda x: (-(x[1] - x[0]), x[0], x[2])):
         if any(s < ke and ks < e for ks, ke, _ in kept):
             counts["overlapping_spans_dropped"] += 1
             continue
@@ -200,8 +206,7 @@ def make_instances(
     counts = counts if counts is not None else Counter()
 
     def norm(label: str) -> str:
-        label = " ".join(label.split())
-        return label.lower() if lowercase else label
+        return normalize_label(label, lowercase)
 
     spans = [(s, e, norm(label)) for s, e, label in non_overlapping(passage.spans, counts)]
     tags = spans_to_tags(len(passage.words), spans)
@@ -231,7 +236,7 @@ def make_instances(
             continue
         order = sorted(labels)
         rng.shuffle(order)
-        piece_spans = _tags_to_word_spans(piece_tags)
+        piece_spans = list(tags_to_spans(piece_tags))
         instances.append(
             {
                 "id": f"{passage.id}-{k}" if len(pieces) > 1 else passage.id,
@@ -243,12 +248,6 @@ def make_instances(
             }
         )
     return instances
-
-
-def _tags_to_word_spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
-    from .bio import tags_to_spans
-
-    return list(tags_to_spans(list(tags)))
 
 
 def token_costs(tokenizer: Any) -> Callable[[List[str], List[str]], List[float]]:
@@ -277,13 +276,11 @@ def preprocess(
     lowercase: bool = True,
 ) -> Counter:
     """Write instruction instances (JSON lines) for a Pile-NER file; return counts."""
-    if prompt not in PROMPTS:
-        raise ValueError(f"prompt must be one of {sorted(PROMPTS)}, not {prompt!r}")
+    renderer = bio_prompt(prompt)
     counts: Counter = Counter()
     passages = list(read_pile_ner(input_path, counts))
-    pool = sorted({" ".join(l.split()).lower() if lowercase else l for p in passages for _, _, l in p.spans})
+    pool = sorted({normalize_label(l, lowercase) for p in passages for _, _, l in p.spans})
     rng = random.Random(seed)
-    renderer = PROMPTS[prompt]()
     costs = token_costs(tokenizer) if tokenizer is not None else None
     budget = float(max_target_tokens - 2) if tokenizer is not None else float(max_words)
     output_path.parent.mkdir(parents=True, exist_ok=True)

@@ -220,6 +220,17 @@ class ReasoningNERPrompt:
         return f"<think>\n{rationale}\n</think>\n{answer}" if rationale else answer
 
 
+# The BIO prompts by their short names (the command line's --prompt).
+BIO_PROMPTS = {"recot": "spacy_recot.ReCoTPrompt.v1", "gner": "spacy_recot.GNERPrompt.v1"}
+
+
+def bio_prompt(name: str) -> BIOPrompt:
+    """The BIO prompt called `name` ("recot" or "gner")."""
+    if name not in BIO_PROMPTS:
+        raise ValueError(f"--prompt must be one of {sorted(BIO_PROMPTS)}, not {name!r}")
+    return registry.misc.get(BIO_PROMPTS[name])()
+
+
 @registry.misc("spacy_recot.GNERPrompt.v1")
 def make_gner_prompt() -> BIOPrompt:
     """The GNER instruction, verbatim, for published GNER-T5 checkpoints."""

@@ -64,7 +64,11 @@ def tag_b_positions(target: str) -> List[int]:
 
 
 def b_token_mask(
-    tokenizer: Any, targets: Sequence[str], labels: Any, ignore_index: int = -100
+    tokenizer: Any,
+    targets: Sequence[str],
+    labels: Any,
+    ignore_index: int = -100,
+    max_length: Optional[int] = None,
 ) -> Any:
     """The `b_mask` for tokenized `targets`: True at each token that holds the `B`
     opening a tag.
@@ -76,12 +80,20 @@ def b_token_mask(
 
     labels (Tensor): `[batch, seq]` target ids as the model is trained on them
         (right-padded with `ignore_index` or the pad id).
+    max_length (Optional[int]): The length `labels` were truncated to, if they
+        were: the targets are tokenized the same way, so positions line up.
     RETURNS (Tensor): bool `[batch, seq]`.
     """
     import torch
 
     mask = torch.zeros(labels.shape, dtype=torch.bool)
-    enc = tokenizer(list(targets), add_special_tokens=True, return_offsets_mapping=True)
+    enc = tokenizer(
+        list(targets),
+        add_special_tokens=True,
+        return_offsets_mapping=True,
+        max_length=max_length,
+        truncation=max_length is not None,
+    )
     for row, (target, offsets) in enumerate(zip(targets, enc["offset_mapping"])):
         wanted = set(tag_b_positions(target))
         if not wanted:
@@ -104,4 +116,4 @@ def encode_targets(
         return_tensors="pt",
     )
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, ignore_index)
-    return labels, b_token_mask(tokenizer, targets, labels, ignore_index)
+    return labels, b_token_mask(tokenizer, targets, labels, ignore_index, max_length)

@@ -106,3 +106,13 @@ def test_b_token_mask_for_sentencepiece_and_byte_level_bpe(fixture, request):
     assert not mask[labels == -100].any()
     # The function on its own gives the same mask.
     assert torch.equal(b_token_mask(tokenizer, targets, labels), mask)
+
+
+def test_b_token_mask_lines_up_with_truncated_labels(t5_tokenizer):
+    target = " ".join(f"w{i}(B-person)" for i in range(40))
+    labels, mask = encode_targets(t5_tokenizer, [target], max_length=16)
+    assert labels.shape[1] == 16
+    # The last position holds </s> after truncation: never a B.
+    assert labels[0, -1].item() == t5_tokenizer.eos_token_id and not mask[0, -1]
+    ids = labels[0][mask[0]].tolist()
+    assert ids and all("B" in t5_tokenizer.convert_ids_to_tokens(i) for i in ids)

@@ -92,6 +92,7 @@ def test_gradient_accumulation_2_equals_a_double_batch(data, tmp_path, loss):
         trainer.args.eval_strategy = "no"
         trainer.args.save_strategy = "no"
         trainer.args.load_best_model_at_end = False
+        trainer.args.max_grad_norm = 0.0  # no clipping: it would hide a constant-factor error
         trainer.add_callback(Grab(key))
         for module in trainer.model.modules():  # dropout would make the two runs differ
             if isinstance(module, torch.nn.Dropout):
@@ -108,11 +109,23 @@ def test_resume_from_a_checkpoint(data, tmp_path):
     from training.train_seq2seq import run_training
 
     out = tmp_path / "run"
+    from transformers import TrainerCallback
+
     first = run_training(build(data, out, epochs=1), out)
+    steps_per_epoch = int(Path(first["best_checkpoint"]).name.split("-")[1])
     # "Interrupted" after epoch 1: ask for 2 epochs and resume.
-    resumed = run_training(build(data, out, epochs=2), out, resume=True)
+    steps = []
+
+    class Count(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            steps.append(state.global_step)
+
+    trainer = build(data, out, epochs=2)
+    trainer.add_callback(Count())
+    resumed = run_training(trainer, out, resume=True)
+    # Only epoch 2 was trained; epoch 1's record comes from the checkpoint.
+    assert steps == list(range(steps_per_epoch + 1, 2 * steps_per_epoch + 1))
     assert [row["epoch"] for row in resumed["epochs"]] == [1.0, 2.0]
-    # Epoch 1 was not trained again: its record comes from the checkpoint.
     assert resumed["epochs"][0]["loss"] == first["epochs"][0]["loss"]
 
 
@@ -136,3 +149,18 @@ def test_deepspeed_on_one_cpu_process(data, tmp_path, config):
     assert summary["deepspeed"].endswith(config)
     assert summary["epochs"][0]["loss"] > 0
     assert (out / "model.safetensors").exists()
+
+
+def test_script_accepts_the_deepspeed_launchers_local_rank(tmp_path):
+    """`deepspeed script.py ...` appends --local_rank=N to the script's arguments."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "training" / "train_seq2seq.py"), str(tmp_path / "none.jsonl"), str(tmp_path / "none.spacy"),
+         "--model", "x", "--output-dir", str(tmp_path / "out"), "--local_rank=0"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode != 0
+    assert "does not exist" in done.stdout + done.stderr and "No such option" not in done.stdout + done.stderr

@@ -16,6 +16,7 @@ configs/ds_zero2.json` (or ds_zero3.json) trains with DeepSpeed: on one CPU
 process directly, on GPUs under the `deepspeed` launcher (README).
 """
 import json
+import logging
 import os
 import socket
 import sys
@@ -28,10 +29,11 @@ import typer
 # Run as a script from the project root: make the package importable without install.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spacy_recot.instruction_data import PROMPTS, read_instances  # noqa: E402
+from spacy_recot.instruction_data import read_instances  # noqa: E402
+from spacy_recot.prompts import BIO_PROMPTS, bio_prompt  # noqa: E402
 
 LOSSES = ("rcloss", "ce")
-PROMPT_NAMES = {"recot": "spacy_recot.ReCoTPrompt.v1", "gner": "spacy_recot.GNERPrompt.v1"}
+logger = logging.getLogger("train_seq2seq")
 
 
 def render_pairs(rows: Sequence[Dict[str, Any]], prompt_name: str) -> List[Dict[str, str]]:
@@ -40,7 +42,7 @@ def render_pairs(rows: Sequence[Dict[str, Any]], prompt_name: str) -> List[Dict[
     from spacy_recot.bio import tags_to_spans
     from spacy_recot.chunks import Chunk
 
-    prompt = PROMPTS[prompt_name]()
+    prompt = bio_prompt(prompt_name)
     pairs = []
     for row in rows:
         chunk = Chunk.from_words(row["words"])
@@ -50,16 +52,34 @@ def render_pairs(rows: Sequence[Dict[str, Any]], prompt_name: str) -> List[Dict[
 
 
 @dataclass
-class Collator:
-    """Tokenizes sources and targets; adds the `b_mask` RCLoss weights."""
+class InstructionCollator:
+    """Tokenizes sources and targets into a batch; adds the `b_mask` RCLoss weights.
+    Truncated rows are counted in `truncated` and reported once (they teach the
+    model to stop early: preprocess with --tokenizer to avoid them)."""
 
     tokenizer: Any
     max_source_length: int = 640
     max_target_length: int = 640
 
+    def __post_init__(self) -> None:
+        self.truncated = {"source": 0, "target": 0}
+        self._warned = False
+
+    def _count_truncated(self, texts: List[str], key: str, limit: int) -> None:
+        lengths = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
+        self.truncated[key] += sum(len(ids) > limit for ids in lengths)
+        if self.truncated[key] and not self._warned:
+            self._warned = True
+            logger.warning(
+                "Some %ss are longer than %d tokens and are truncated; preprocess with "
+                "--tokenizer and --max-target-tokens, or raise the limit", key, limit
+            )
+
     def __call__(self, rows: List[Dict[str, str]]) -> Dict[str, Any]:
         from spacy_recot.rcloss import encode_targets
 
+        self._count_truncated([r["source"] for r in rows], "source", self.max_source_length)
+        self._count_truncated([r["target"] for r in rows], "target", self.max_target_length)
         enc = self.tokenizer(
             [r["source"] for r in rows],
             max_length=self.max_source_length,
@@ -82,18 +102,21 @@ def make_trainer_class() -> Any:
         """Seq2SeqTrainer with RCLoss (or plain cross-entropy computed the same
         way) and an evaluation that generates on the dev set and scores F1."""
 
-        def __init__(self, *args: Any, loss: str, alpha: float, beta: float, dev: "DevSet", **kwargs: Any):
+        def __init__(self, *args: Any, loss: str, alpha: float, beta: float, dev: "DevScorer", run_info: Dict[str, Any], **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.loss_name = loss
             self.alpha = alpha
             self.beta = beta
             self.dev = dev
+            self.run_info = run_info  # what training_log.json records about the run
             # Make the Trainer count the target tokens of the whole accumulated
             # batch (num_items_in_batch), so the loss below is normalised by it
             # and accumulation 2 equals a batch twice the size.
             self.model_accepts_loss_kwargs = True
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        def compute_loss(
+            self, model: Any, inputs: Dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
             inputs = dict(inputs)
             b_mask = inputs.pop("b_mask")
             labels = inputs["labels"]
@@ -112,13 +135,17 @@ def make_trainer_class() -> Any:
             else:
                 self.loss_is_scaled_for_ga = True
                 loss = total / num_items_in_batch
-                if self.args.average_tokens_across_devices:
-                    # num_items_in_batch is summed over processes; DDP averages gradients.
-                    scale = self.accelerator.num_processes // self.get_tp_size()
-                    loss = loss * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)
+                if self.args.average_tokens_across_devices and self.args.n_gpu <= 1:
+                    # num_items_in_batch is summed over processes and DDP averages the
+                    # gradients: undo the average. (Under DataParallel, n_gpu > 1, the
+                    # loss is computed once on the gathered logits: nothing to undo.)
+                    loss = loss * (self.accelerator.num_processes // self.get_tp_size())
             return (loss, outputs) if return_outputs else loss
 
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **kwargs):
+        def evaluate(
+            self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval", **kwargs: Any
+        ) -> Dict[str, float]:
+            """Dev P/R/F by generating through the component (`eval_dataset` is not used)."""
             model = self.accelerator.unwrap_model(self.model)
             was_training = model.training
             model.eval()
@@ -133,8 +160,8 @@ def make_trainer_class() -> Any:
     return ReCoTTrainer
 
 
-class DevSet:
-    """A converted CoNLL set (.spacy) scored through the `recot_ner` component."""
+class DevScorer:
+    """Scores a model on a converted CoNLL set (.spacy) through the `recot_ner` component."""
 
     def __init__(
         self,
@@ -157,6 +184,10 @@ class DevSet:
         self.labels = (
             json.loads(lf.read_text(encoding="utf-8")) if lf.exists() else sorted({e.label_ for d in self.docs for e in d.ents})
         )
+        generation: Dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False}
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # ZeRO-3 shards the weights: every rank must step through generate together.
+            generation["synced_gpus"] = True
         self.batch_size = batch_size
         # The component as users run it; its backend gets the model in training
         # instead of loading one (weights are never loaded at construction).
@@ -168,9 +199,9 @@ class DevSet:
                     "@misc": "spacy_recot.HFSeq2Seq.v1",
                     "name_or_path": "<the model in training>",
                     "max_input_tokens": max_source_length,
-                    "generation": {"max_new_tokens": max_new_tokens, "do_sample": False},
+                    "generation": generation,
                 },
-                "prompt": {"@misc": PROMPT_NAMES[prompt_name]},
+                "prompt": {"@misc": BIO_PROMPTS[prompt_name]},
                 "batch_size": batch_size,
             },
         )
@@ -271,8 +302,7 @@ def build_trainer(
     """The configured trainer (the paper's optimiser settings; see the module docstring)."""
     if loss not in LOSSES:
         raise ValueError(f"--loss must be one of {LOSSES}, not {loss!r}")
-    if prompt not in PROMPTS:
-        raise ValueError(f"--prompt must be one of {sorted(PROMPTS)}, not {prompt!r}")
+    bio_prompt(prompt)  # fails early on an unknown name
     for path in (train_path, dev_path) + ((deepspeed,) if deepspeed else ()):
         if not Path(path).exists():
             raise ValueError(f"{path} does not exist")
@@ -287,7 +317,7 @@ def build_trainer(
     tokenizer = load_pretrained(AutoTokenizer, model)
     net = load_pretrained(AutoModelForSeq2SeqLM, model)
     pairs = render_pairs(read_instances(train_path), prompt)
-    dev = DevSet(
+    dev = DevScorer(
         dev_path, prompt, limit=dev_limit, batch_size=eval_batch_size,
         max_source_length=max_source_length, max_new_tokens=max_target_length,
     )
@@ -323,17 +353,17 @@ def build_trainer(
         train_dataset=pairs,
         # Read by our evaluate() only through `dev`; the Trainer wants one set.
         eval_dataset=dev.docs,
-        data_collator=Collator(tokenizer, max_source_length, max_target_length),
+        data_collator=InstructionCollator(tokenizer, max_source_length, max_target_length),
         processing_class=tokenizer,
         loss=loss,
         alpha=alpha,
         beta=beta,
         dev=dev,
+        run_info={
+            "model": model, "loss": loss, "alpha": alpha, "beta": beta, "prompt": prompt,
+            "deepspeed": str(deepspeed) if deepspeed else None,
+        },
     )
-    trainer.run_info = {
-        "model": model, "loss": loss, "alpha": alpha, "beta": beta, "prompt": prompt,
-        "deepspeed": str(deepspeed) if deepspeed else None,
-    }
     return trainer
 
 
@@ -343,18 +373,21 @@ def run_training(trainer: Any, output_dir: Path, resume: bool = False) -> Dict[s
     (training_log.json) and the curves (training_curves.png)."""
     output_dir = Path(output_dir)
     has_checkpoint = any(output_dir.glob("checkpoint-*"))
+    if resume and not has_checkpoint:
+        logger.warning("--resume: no checkpoint in %s, training from the start", output_dir)
     trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
-    trainer.save_model(str(output_dir))
-    trainer.processing_class.save_pretrained(str(output_dir))
+    trainer.save_model(str(output_dir))  # also saves the tokenizer (processing_class)
     history = trainer.state.log_history
     summary = {
         **trainer.run_info,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_f1": trainer.state.best_metric,
+        "truncated": dict(trainer.data_collator.truncated),
         "epochs": epoch_table(history),
     }
-    (output_dir / "training_log.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    plot_curves(history, output_dir / "training_curves.png")
+    if trainer.is_world_process_zero():
+        (output_dir / "training_log.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        plot_curves(history, output_dir / "training_curves.png")
     return summary
 
 
@@ -379,6 +412,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --output-dir."),
     seed: int = typer.Option(42, "--seed"),
     max_steps: int = typer.Option(-1, "--max-steps", help="Stop after this many steps."),
+    local_rank: int = typer.Option(-1, "--local_rank", "--local-rank", hidden=True, help="Set by the deepspeed launcher."),
 ) -> None:
     """Train, keep the best epoch by dev F1, save it in --output-dir with a log and a plot."""
     try:
