@@ -101,6 +101,7 @@ def preprocess(
     negatives: int = typer.Option(0, "--negatives", help="Labels sampled from the whole file's label set and added to each instance."),
     max_words: int = typer.Option(120, "--max-words", help="Split longer passages (between entities), when no tokenizer is given."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "-t", help="Measure length in this tokenizer's tokens (a folder or hub id) instead of words."),
+    max_source_tokens: int = typer.Option(640, "--max-source-tokens", help="With --tokenizer: the longest source (prompt, labels, words)."),
     max_target_tokens: int = typer.Option(640, "--max-target-tokens", help="With --tokenizer: the longest target."),
     keep_case: bool = typer.Option(False, "--keep-case", help="Keep the labels' case (default: lower-case, as the test sets)."),
     seed: int = typer.Option(0, "--seed"),
@@ -119,7 +120,7 @@ def preprocess(
     try:
         counts = run_preprocess(
             input_path, output_path, prompt=prompt, seed=seed, n_negatives=negatives,
-            max_words=max_words, tokenizer=tok, max_target_tokens=max_target_tokens, lowercase=not keep_case,
+            max_words=max_words, tokenizer=tok, max_source_tokens=max_source_tokens, max_target_tokens=max_target_tokens, lowercase=not keep_case,
         )
     except (InstructionDataError, ValueError) as err:
         typer.echo(f"Error: {err}", err=True)

@@ -19,7 +19,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .chunks import Chunk, split_chunk
 from .bio import tags_to_spans
@@ -197,12 +197,16 @@ def make_instances(
     *,
     label_pool: Sequence[str] = (),
     n_negatives: int = 0,
-    word_costs: Optional[Callable[[List[str], List[str]], List[float]]] = None,
-    budget: float = 120,
+    max_words: int = 120,
+    tokenizer: Optional[Any] = None,
+    max_source_tokens: int = 640,
+    max_target_tokens: int = 640,
     lowercase: bool = True,
     counts: Optional[Counter] = None,
 ) -> List[Dict[str, Any]]:
-    """The instances of one passage: split to fit `budget`, labels shuffled."""
+    """The instances of one passage, labels shuffled. A passage is split so that
+    each piece has at most `max_words` words, or, with a `tokenizer`, so that its
+    source (prompt, labels and words) and its target fit the token limits."""
     counts = counts if counts is not None else Counter()
 
     def norm(label: str) -> str:
@@ -211,14 +215,18 @@ def make_instances(
     spans = [(s, e, norm(label)) for s, e, label in non_overlapping(passage.spans, counts)]
     tags = spans_to_tags(len(passage.words), spans)
     chunk = Chunk.from_words(passage.words)
-    costs = word_costs(passage.words, tags) if word_costs else [1.0] * len(passage.words)
-    # A piece may start at any word that does not continue an entity.
-    allowed = [i for i, tag in enumerate(tags) if not tag.startswith("I-")]
-    pieces = split_chunk(chunk, costs, budget, allowed) if passage.words else []
-    if len(pieces) > 1:
-        counts["passages_split"] += 1
     # Every label asked about the passage is asked about each of its pieces.
     asked = {label for _, _, label in spans} | {norm(label) for label in passage.negatives}
+    if tokenizer is None:
+        costs = [1.0 / max_words] * len(passage.words)
+    else:
+        costs = _token_costs(tokenizer, prompt, passage.words, tags, asked, label_pool, n_negatives,
+                             max_source_tokens, max_target_tokens)
+    # A piece may start at any word that does not continue an entity.
+    allowed = [i for i, tag in enumerate(tags) if not tag.startswith("I-")]
+    pieces = split_chunk(chunk, costs, 1.0, allowed) if passage.words else []
+    if len(pieces) > 1:
+        counts["passages_split"] += 1
     instances = []
     offset = 0
     for k, piece in enumerate(pieces):
@@ -250,17 +258,29 @@ def make_instances(
     return instances
 
 
-def token_costs(tokenizer: Any) -> Callable[[List[str], List[str]], List[float]]:
-    """Word costs in the target: the tokens of `word(tag)` plus the space after it."""
-
-    def costs(words: List[str], tags: List[str]) -> List[float]:
-        if not words:
-            return []
-        pieces = [f"{w}({t})" for w, t in zip(words, tags)]
-        ids = tokenizer(pieces, add_special_tokens=False)["input_ids"]
-        return [float(len(x) + 1) for x in ids]
-
-    return costs
+def _token_costs(
+    tokenizer: Any,
+    prompt: Any,
+    words: List[str],
+    tags: List[str],
+    asked: Iterable[str],
+    label_pool: Sequence[str],
+    n_negatives: int,
+    max_source_tokens: int,
+    max_target_tokens: int,
+) -> List[float]:
+    """Each word's share of the tighter of the two limits: in the source its own
+    tokens (after the prompt and the longest labels it may be asked with), in
+    the target the tokens of `word(tag)` and a space; a piece fits at 1.0."""
+    if not words:
+        return []
+    longest = sorted((l for l in label_pool if l not in asked), key=len, reverse=True)[:n_negatives]
+    overhead = len(tokenizer(prompt.render(Chunk.from_words([]), sorted(asked) + longest))["input_ids"])
+    room_source = max(max_source_tokens - overhead, 1)
+    room_target = max(max_target_tokens - 1, 1)  # 1: the end-of-sequence token
+    source = tokenizer(list(words), add_special_tokens=False)["input_ids"]
+    target = tokenizer([f"{w}({t})" for w, t in zip(words, tags)], add_special_tokens=False)["input_ids"]
+    return [max((len(s) + 1) / room_source, (len(t) + 1) / room_target) for s, t in zip(source, target)]
 
 
 def preprocess(
@@ -272,6 +292,7 @@ def preprocess(
     n_negatives: int = 0,
     max_words: int = 120,
     tokenizer: Optional[Any] = None,
+    max_source_tokens: int = 640,
     max_target_tokens: int = 640,
     lowercase: bool = True,
 ) -> Counter:
@@ -281,15 +302,14 @@ def preprocess(
     passages = list(read_pile_ner(input_path, counts))
     pool = sorted({normalize_label(l, lowercase) for p in passages for _, _, l in p.spans})
     rng = random.Random(seed)
-    costs = token_costs(tokenizer) if tokenizer is not None else None
-    budget = float(max_target_tokens - 2) if tokenizer is not None else float(max_words)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with output_path.open("w", encoding="utf-8") as out:
         for passage in passages:
             counts["passages"] += 1
             for instance in make_instances(
                 passage, renderer, rng, label_pool=pool, n_negatives=n_negatives,
-                word_costs=costs, budget=budget, lowercase=lowercase, counts=counts,
+                max_words=max_words, tokenizer=tokenizer, max_source_tokens=max_source_tokens,
+                max_target_tokens=max_target_tokens, lowercase=lowercase, counts=counts,
             ):
                 instance["prompt"] = prompt
                 out.write(json.dumps(instance, ensure_ascii=False) + "\n")

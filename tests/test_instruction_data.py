@@ -85,7 +85,7 @@ def test_long_passages_are_split_between_entities(tmp_path):
     counts = Counter()
     passages = list(read_pile_ner(SAMPLE, counts))
     longest = max(passages, key=lambda p: len(p.words))
-    instances = make_instances(longest, make_recot_prompt(), random.Random(0), budget=12, counts=counts)
+    instances = make_instances(longest, make_recot_prompt(), random.Random(0), max_words=12, counts=counts)
     assert len(instances) > 1
     assert sum(len(i["words"]) for i in instances) == len(longest.words)
     for inst in instances:
@@ -97,18 +97,23 @@ def test_long_passages_are_split_between_entities(tmp_path):
     assert whole == len(longest.spans) - counts["overlapping_spans_dropped"]
 
 
-def test_token_budget(t5_tokenizer):
-    from spacy_recot.instruction_data import token_costs
-
-    words = ("Barack Obama visited Paris and Angela Merkel stayed in Berlin " * 4).split()
-    tags = (["B-person", "I-person", "O", "B-location", "O", "B-person", "I-person", "O", "O", "B-location"] * 4)
+def test_token_budget_fits_source_and_target(t5_tokenizer):
+    words = ("Barack Obama visited Paris and Angela Merkel stayed in Berlin " * 6).split()
+    tags = (["B-person", "I-person", "O", "B-location", "O", "B-person", "I-person", "O", "O", "B-location"] * 6)
     spans = [(i, i + 2, "person") if t == "B-person" else (i, i + 1, "location") for i, t in enumerate(tags) if t.startswith("B-")]
     passage = Passage("p", words, spans)
     prompt = make_recot_prompt()
-    instances = make_instances(passage, prompt, random.Random(0), word_costs=token_costs(t5_tokenizer), budget=60)
-    assert len(instances) > 1
-    for inst in instances:
-        assert len(t5_tokenizer(inst["target"])["input_ids"]) <= 62
+    pool = ["organisation", "a very long label name for a kind of thing", "person", "location"]
+    for max_source, max_target in ((1000, 60), (400, 1000)):
+        instances = make_instances(
+            passage, prompt, random.Random(0), label_pool=pool, n_negatives=2, tokenizer=t5_tokenizer,
+            max_source_tokens=max_source, max_target_tokens=max_target,
+        )
+        assert len(instances) > 1
+        assert sum(len(i["words"]) for i in instances) == len(words)
+        for inst in instances:
+            assert len(t5_tokenizer(inst["target"])["input_ids"]) <= max_target
+            assert len(t5_tokenizer(inst["source"])["input_ids"]) <= max_source
 
 
 @pytest.mark.parametrize(
