@@ -5,6 +5,7 @@ model backend for text, parses that text into labelled spans and sets
 `doc.ents`. What was asked, answered, repaired and dropped is kept per doc in
 `doc.user_data["recot"][<component name>]` as plain JSON values.
 """
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -282,6 +283,12 @@ class RecotNER(Pipe):
             room_out = max(self.model.max_new_tokens - 2, 1)
             # BIO output repeats every word with its tag: "(O)" is about 3 tokens.
             tag_cost = self.model.count_tokens(["(O)"])[0]
+        elif self.model.max_new_tokens is not None:
+            # Entity lists: the JSON skeleton with every label, then, at worst,
+            # every word inside some entity string (plus a quote or comma each).
+            skeleton = json.dumps({"entities": {label: [] for label in self.prompt.schema(self.labels)}})
+            room_out = max(self.model.max_new_tokens - self.model.count_tokens([skeleton])[0] - 2, 1)
+            tag_cost = 1
         return room_in, room_out, tag_cost
 
     def _chunks(self, doc: Doc, limits: Tuple[Optional[int], Optional[int], int]) -> List[Chunk]:

@@ -239,3 +239,17 @@ def test_reasoning_ner_snippet_gets_the_verbatim_prompt():
     )
     assert pipe.prompt.example_labels == "placeholders" and pipe.prompt.drop_generic_labels
     assert not pipe.model.constrained and pipe.model.thinking is None
+
+
+def test_long_doc_is_split_to_fit_the_entity_list_answer(trained_qwen3_dir):
+    # 40 training sentences in one doc: the answer could not fit 120 new tokens.
+    text = " ".join(["Barack Obama visited Paris ."] * 40)
+    nlp = qwen_nlp(trained_qwen3_dir, model={"generation": {"max_new_tokens": 120, "do_sample": False}}, store_io=True)
+    doc = nlp(text)
+    io = doc.user_data["recot"]["recot_ner"]["io"]
+    assert len(io) > 1
+    pipe = nlp.get_pipe("recot_ner")
+    room_out = pipe._limits()[1]
+    for item in io:
+        words = item["prompt"].split("Sentence:\n", 1)[1].split()
+        assert sum(max(c, 1) + 1 for c in pipe.model.count_tokens(words)) <= room_out
