@@ -107,17 +107,23 @@ def _descriptions_block(labels: Sequence[str], descriptions: Optional[Dict[str, 
     return "Entity type definitions:\n" + "\n".join(lines) + "\n"
 
 
-class BIOPrompt:
+class Prompt:
+    """What every prompt has: an output format and the labels as shown."""
+
+    output_format = ""
+
+    def schema(self, labels: Sequence[str]) -> List[str]:
+        """The labels as the model is shown them (and writes them back)."""
+        return list(labels)
+
+
+class BIOPrompt(Prompt):
     """A GNER-style prompt: the model writes every word with its BIO tag."""
 
     output_format = "bio"
 
     def __init__(self, instruction: str):
         self.instruction = instruction
-
-    def schema(self, labels: Sequence[str]) -> List[str]:
-        """The labels as the model is shown them (and writes them back)."""
-        return list(labels)
 
     def render(
         self,
@@ -138,13 +144,10 @@ class BIOPrompt:
         return " ".join(f"{word}({tag})" for word, tag in zip(chunk.words, tags))
 
 
-class EntityListPrompt:
+class EntityListPrompt(Prompt):
     """A zero-shot JSON prompt for instruction-tuned models: entities grouped by type."""
 
     output_format = "entities"
-
-    def schema(self, labels: Sequence[str]) -> List[str]:
-        return list(labels)
 
     def render(
         self,
@@ -161,7 +164,7 @@ class EntityListPrompt:
         return entity_json([(chunk.slice_text(s, e), label) for s, e, label in spans])
 
 
-class ReasoningNERPrompt:
+class ReasoningNERPrompt(Prompt):
     """ReasoningNER's prompt: a schema of entity types, an output example, the
     sentence; the answer is `<think>...</think>` then `{"entities": {...}}`.
 
