@@ -7,19 +7,18 @@ tokenizer trained on DATA (the CPU smoke configuration); otherwise saves the
 checkpoint BASE_MODEL (a folder or a hub id, e.g. google/flan-t5-base) there.
 Writes OUTPUT_DIR/model and OUTPUT_DIR/source.txt (what it was made from).
 """
-import subprocess
-import sys
 from pathlib import Path
 
 import typer
 
 
-def main(base_model: str, data: Path, output_dir: Path) -> None:
+def main(base_model: str, data: Path, output_dir: Path, vocab_size: int = 800) -> None:
+    """Write OUTPUT_DIR/model from BASE_MODEL ("tiny" or a checkpoint) and record the source."""
     target = output_dir / "model"
     if base_model == "tiny":
-        subprocess.run(
-            [sys.executable, "-m", "spacy_recot", "tiny-t5", str(target), str(data), "--vocab-size", "800"], check=True
-        )
+        from spacy_recot.cli import tiny_t5_command
+
+        tiny_t5_command(target, [data], vocab_size=vocab_size, d_model=64, layers=2, seed=0)
     else:
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 

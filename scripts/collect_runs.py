@@ -14,6 +14,7 @@ import typer
 
 
 def collect(folder: Path) -> List[Dict[str, Any]]:
+    """One row per run: its settings and its best dev epoch."""
     rows = []
     for log in sorted(folder.glob("*/training_log.json")):
         info = json.loads(log.read_text(encoding="utf-8"))
@@ -36,6 +37,7 @@ def collect(folder: Path) -> List[Dict[str, Any]]:
 
 
 def to_markdown(rows: List[Dict[str, Any]]) -> str:
+    """The rows as a Markdown table (scores in percent)."""
     def pct(x: Any) -> str:
         return f"{100 * x:.2f}" if isinstance(x, (int, float)) else "-"
 
@@ -51,6 +53,7 @@ def to_markdown(rows: List[Dict[str, Any]]) -> str:
 
 def main(folder: Path = typer.Argument(..., help="The folder of training runs (training/)."),
          output: Path = typer.Option(Path("metrics/ablations.md"), "--output", "-o")) -> None:
+    """Write the table of every run below FOLDER (Markdown and JSON)."""
     rows = collect(folder)
     if not rows:
         raise typer.BadParameter(f"no */training_log.json below {folder}")
