@@ -63,6 +63,23 @@ def tag_b_positions(target: str) -> List[int]:
     return [m.start() + 1 for m in TAG_RE.finditer(target) if target[m.start() + 1] == "B"]
 
 
+def b_mask_from_offsets(targets: Sequence[str], offsets: Any, labels: Any, ignore_index: int = -100) -> Any:
+    """The `b_mask` of `labels` from the offset mapping of the same tokenization:
+    True at each token whose characters hold the `B` opening a tag."""
+    import torch
+
+    mask = torch.zeros(labels.shape, dtype=torch.bool)
+    rows = offsets.tolist() if hasattr(offsets, "tolist") else offsets
+    for row, (target, row_offsets) in enumerate(zip(targets, rows)):
+        wanted = tag_b_positions(target)
+        if not wanted:
+            continue
+        for col, (start, end) in enumerate(row_offsets[: labels.shape[1]]):
+            if end > start and any(start <= pos < end for pos in wanted):
+                mask[row, col] = True
+    return mask & (labels != ignore_index)
+
+
 def b_token_mask(
     tokenizer: Any,
     targets: Sequence[str],
@@ -84,9 +101,6 @@ def b_token_mask(
         were: the targets are tokenized the same way, so positions line up.
     RETURNS (Tensor): bool `[batch, seq]`.
     """
-    import torch
-
-    mask = torch.zeros(labels.shape, dtype=torch.bool)
     enc = tokenizer(
         list(targets),
         add_special_tokens=True,
@@ -94,26 +108,26 @@ def b_token_mask(
         max_length=max_length,
         truncation=max_length is not None,
     )
-    for row, (target, offsets) in enumerate(zip(targets, enc["offset_mapping"])):
-        wanted = set(tag_b_positions(target))
-        if not wanted:
-            continue
-        for col, (start, end) in enumerate(offsets[: labels.shape[1]]):
-            if end > start and any(start <= pos < end for pos in wanted):
-                mask[row, col] = True
-    return mask & (labels != ignore_index)
+    return b_mask_from_offsets(targets, enc["offset_mapping"], labels, ignore_index)
+
+
+def tokenize_with_offsets(tokenizer: Any, texts: Sequence[str], max_length: Optional[int] = None) -> Any:
+    """A padded batch (tensors) with the offset mapping, truncated to `max_length`."""
+    return tokenizer(
+        list(texts),
+        max_length=max_length,
+        truncation=max_length is not None,
+        padding=True,
+        return_tensors="pt",
+        return_offsets_mapping=True,
+    )
 
 
 def encode_targets(
     tokenizer: Any, targets: Sequence[str], max_length: Optional[int] = None, ignore_index: int = -100
 ) -> Tuple[Any, Any]:
-    """Token ids of `targets` for training (padding set to `ignore_index`) and their `b_mask`."""
-    enc = tokenizer(
-        list(targets),
-        max_length=max_length,
-        truncation=max_length is not None,
-        padding=True,
-        return_tensors="pt",
-    )
+    """Token ids of `targets` for training (padding set to `ignore_index`) and their
+    `b_mask`, from one tokenization."""
+    enc = tokenize_with_offsets(tokenizer, targets, max_length)
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, ignore_index)
-    return labels, b_token_mask(tokenizer, targets, labels, ignore_index, max_length)
+    return labels, b_mask_from_offsets(targets, enc["offset_mapping"], labels, ignore_index)

@@ -164,3 +164,15 @@ def test_script_accepts_the_deepspeed_launchers_local_rank(tmp_path):
     )
     assert done.returncode != 0
     assert "does not exist" in done.stdout + done.stderr and "No such option" not in done.stdout + done.stderr
+
+
+def test_collator_counts_truncated_rows_from_one_tokenization(t5_tokenizer):
+    from training.train_seq2seq import InstructionCollator
+
+    collator = InstructionCollator(t5_tokenizer, max_source_length=12, max_target_length=8)
+    short = {"source": "Sentence: Paris", "target": "Paris(O)"}
+    long = {"source": "Sentence: " + "Paris " * 30, "target": " ".join(["Paris(B-location)"] * 10)}
+    batch = collator([short, long])
+    assert collator.truncated == {"source": 1, "target": 1}
+    assert batch["labels"].shape[1] == 8 and batch["input_ids"].shape[1] == 12
+    assert "offset_mapping" not in batch and batch["b_mask"].shape == batch["labels"].shape

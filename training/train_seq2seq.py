@@ -65,9 +65,11 @@ class InstructionCollator:
         self.truncated = {"source": 0, "target": 0}
         self._warned = False
 
-    def _count_truncated(self, texts: List[str], key: str, limit: int) -> None:
-        lengths = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
-        self.truncated[key] += sum(len(ids) > limit for ids in lengths)
+    def _note_truncated(self, texts: List[str], offsets: Any, key: str, limit: int) -> None:
+        # A row was cut when text is left after its last token (read off the
+        # offsets of the one tokenization, not by tokenizing again).
+        ends = offsets[..., 1].max(dim=1).values.tolist()
+        self.truncated[key] += sum(end < len(text.rstrip()) for text, end in zip(texts, ends))
         if self.truncated[key] and not self._warned:
             self._warned = True
             logger.warning(
@@ -76,18 +78,16 @@ class InstructionCollator:
             )
 
     def __call__(self, rows: List[Dict[str, str]]) -> Dict[str, Any]:
-        from spacy_recot.rcloss import encode_targets
+        from spacy_recot.rcloss import b_mask_from_offsets, tokenize_with_offsets
 
-        self._count_truncated([r["source"] for r in rows], "source", self.max_source_length)
-        self._count_truncated([r["target"] for r in rows], "target", self.max_target_length)
-        enc = self.tokenizer(
-            [r["source"] for r in rows],
-            max_length=self.max_source_length,
-            truncation=True,
-            padding=True,
-            return_tensors="pt",
-        )
-        labels, b_mask = encode_targets(self.tokenizer, [r["target"] for r in rows], self.max_target_length)
+        sources = [r["source"] for r in rows]
+        targets = [r["target"] for r in rows]
+        enc = tokenize_with_offsets(self.tokenizer, sources, self.max_source_length)
+        self._note_truncated(sources, enc.pop("offset_mapping"), "source", self.max_source_length)
+        tgt = tokenize_with_offsets(self.tokenizer, targets, self.max_target_length)
+        self._note_truncated(targets, tgt["offset_mapping"], "target", self.max_target_length)
+        labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
+        b_mask = b_mask_from_offsets(targets, tgt["offset_mapping"], labels)
         return {**enc, "labels": labels, "b_mask": b_mask}
 
 
