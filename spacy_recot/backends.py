@@ -8,9 +8,11 @@ pipeline folder, without touching the network); `load()` reads them from
 """
 import os
 import tempfile
+import threading
+import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import srsly
 from spacy.util import registry
@@ -22,16 +24,33 @@ class ModelLoadError(ValueError):
     """The model could not be loaded; the message says from where and why."""
 
 
-class Backend:
-    """What the component needs of a backend. Subclasses override what applies."""
+# What every Hugging Face backend needs installed (pip requirement strings):
+# `spacy package` lists them for a pipeline, and a missing one is named.
+HF_REQUIREMENTS = ("torch>=2.1", "transformers>=5.0,<6", "sentencepiece>=0.2", "safetensors>=0.4")
+# Constrained decoding: installed with --no-deps (its metadata pulls the GPU-only triton).
+XGRAMMAR_REQUIREMENT = "xgrammar==0.2.8"
 
-    # The output format the backend writes, when it is fixed by the backend
-    # (the oracle); None means "whatever the prompt asks for".
-    output_format: Optional[str] = None
+
+class Backend:
+    """What the component needs of a backend. Subclasses override what applies.
+
+    A backend is called with a batch of `Request`s and returns one text per
+    request. Calls are serialised by a lock (a tokenizer is not safe to share
+    between threads), and a pickled backend (`nlp.pipe(n_process=2)` under
+    spawn) carries its settings, not its weights: a worker loads them lazily
+    from where the parent loaded them.
+    """
+
+    # The output formats the backend can write ("bio", "entities").
+    output_formats: Tuple[str, ...] = ("bio", "entities")
+    # The prompt used when the component's config gives none (a registry name).
+    default_prompt: str = "spacy_recot.ZeroShotJSONPrompt.v1"
     # The largest prompt, in the backend's tokens; None for no limit.
     max_input_tokens: Optional[int] = None
     # The longest answer, in the backend's tokens; None for no limit.
     max_new_tokens: Optional[int] = None
+    # Attributes that hold loaded state: dropped when pickled, rebuilt on use.
+    _transient: Tuple[str, ...] = ()
 
     @property
     def is_loaded(self) -> bool:
@@ -39,6 +58,10 @@ class Backend:
 
     def load(self) -> None:
         """Load the weights from the configured source (may use the network)."""
+
+    def requirements(self) -> List[str]:
+        """The pip requirements this backend needs at run time."""
+        return []
 
     def count_tokens(self, texts: Sequence[str]) -> List[int]:
         """The length of each text in the backend's tokens, special tokens not counted."""
@@ -54,8 +77,40 @@ class Backend:
         """The words as the model can write them back (GNER's back-tokenization)."""
         return list(words)
 
+    @property
+    def lock(self) -> threading.RLock:
+        lock = self.__dict__.get("_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_lock", threading.RLock())
+        return lock
+
     def __call__(self, requests: Sequence[Request]) -> List[str]:
+        """One answer per request, generated in one batch."""
+        if not requests:
+            return []
+        with self.lock:
+            stats = self.__dict__.setdefault("stats", Counter())
+            stats["backend_calls"] += 1
+            stats["requests"] += len(requests)
+            stats["largest_batch"] = max(stats["largest_batch"], len(requests))
+            answers = self.generate(requests)
+        if len(answers) != len(requests):
+            raise RuntimeError(f"{type(self).__name__} gave {len(answers)} answers for {len(requests)} requests")
+        return answers
+
+    def generate(self, requests: Sequence[Request]) -> List[str]:
         raise NotImplementedError
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        for key in ("_lock", "_bytes_dir") + self._transient:
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for key in self._transient:
+            self.__dict__.setdefault(key, None)
 
     def to_disk(self, path: Path) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
@@ -70,7 +125,7 @@ class Backend:
 
     def from_bytes(self, data: bytes) -> None:
         # The folder lives as long as the backend: loaded weights may be
-        # memory-mapped from it.
+        # memory-mapped from it, and a worker process reloads from it.
         self._bytes_dir = tempfile.TemporaryDirectory(prefix="spacy_recot_")
         _bytes_to_folder(data, Path(self._bytes_dir.name))
         self.from_disk(Path(self._bytes_dir.name))
@@ -100,11 +155,27 @@ def _looks_like_path(name_or_path: str) -> bool:
 
 
 def resolve_device(device: str) -> str:
+    """The torch device for a `device` setting.
+
+    "auto" follows spaCy: after `spacy.require_gpu(i)` or a successful
+    `spacy.prefer_gpu(i)` the model goes to that GPU; otherwise to the first
+    CUDA GPU when torch sees one, else to the CPU.
+    """
     import torch
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    if device != "auto":
+        return device
+    try:
+        from thinc.api import get_current_ops
+
+        ops = get_current_ops()
+        if type(ops).__name__ == "CupyOps":
+            return f"cuda:{torch.cuda.current_device()}"
+        if type(ops).__name__ == "MPSOps":
+            return "mps"
+    except ImportError:  # pragma: no cover - thinc comes with spaCy
+        pass
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:
@@ -158,10 +229,30 @@ def save_dequantized(model: Any, path: Path) -> None:
     model.save_pretrained(path)
 
 
+def merge_generation(
+    defaults: Dict[str, Any], generation: Optional[Dict[str, Any]], max_new_tokens: Optional[int]
+) -> Dict[str, Any]:
+    """A backend's `generate` settings: the user's `generation` over the defaults,
+    with `max_new_tokens` set at the top level (so output budgeting sees it)."""
+    generation = dict(generation or {})
+    if "max_new_tokens" in generation:
+        raise ValueError(
+            "model.generation.max_new_tokens: set model.max_new_tokens instead (the component "
+            "splits long docs so that their answers fit it)"
+        )
+    merged = {**defaults, **generation}
+    if max_new_tokens is not None:
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"model.max_new_tokens must be a positive integer, not {max_new_tokens!r}")
+        merged["max_new_tokens"] = max_new_tokens
+    return merged
+
+
 class HFBackend(Backend):
     """What the Hugging Face backends share: loading, token counts, saving."""
 
     auto_model: str = ""  # the transformers Auto class that loads the weights
+    _transient = ("model", "tokenizer")
 
     def __init__(
         self,
@@ -177,11 +268,15 @@ class HFBackend(Backend):
         self.revision = revision
         self.device_name = device
         self.dtype_name = dtype
+        if not isinstance(max_input_tokens, int) or max_input_tokens < 1:
+            raise ValueError(f"model.max_input_tokens must be a positive integer, not {max_input_tokens!r}")
         self.max_input_tokens = max_input_tokens
         self.generation = dict(generation or {})
         self.max_new_tokens = self.generation.get("max_new_tokens")
         self.model: Any = None
         self.tokenizer: Any = None
+        # Where the weights were last loaded from: a worker process reloads them there.
+        self._source: Optional[Tuple[str, Dict[str, Any]]] = None
         # Running totals for benchmarks: generate calls, prompt and generated tokens.
         self.stats: Counter = Counter()
 
@@ -189,8 +284,18 @@ class HFBackend(Backend):
     def is_loaded(self) -> bool:
         return self.model is not None
 
+    def requirements(self) -> List[str]:
+        return list(HF_REQUIREMENTS)
+
     def load(self) -> None:
-        self._load_from(self.name_or_path, revision=self.revision)
+        if self._source is not None:
+            source, kwargs = self._source
+            self._load_from(source, **kwargs)
+        else:
+            self._load_from(self.name_or_path, **self._load_kwargs())
+
+    def _load_kwargs(self) -> Dict[str, Any]:
+        return {"revision": self.revision}
 
     def _count(self, attention_mask: Any, new_ids: Any) -> None:
         """Add a generate call's prompt tokens and generated tokens (up to and
@@ -209,53 +314,61 @@ class HFBackend(Backend):
         import transformers
 
         device = resolve_device(self.device_name)
-        self.tokenizer = load_pretrained(transformers.AutoTokenizer, source, **kwargs)
-        model = load_pretrained(
-            getattr(transformers, self.auto_model),
-            source,
-            dtype=resolve_dtype(self.dtype_name, device),
-            **kwargs,
-        )
-        model.to(device)
-        model.eval()
-        self.model = model
+        with self.lock:
+            self.tokenizer = load_pretrained(transformers.AutoTokenizer, source, **kwargs)
+            # Straight onto the device: no float copy of the weights on the CPU first.
+            model = load_pretrained(
+                getattr(transformers, self.auto_model),
+                source,
+                dtype=resolve_dtype(self.dtype_name, device),
+                device_map=device,
+                **kwargs,
+            )
+            model.eval()
+            self.model = model
+            self._source = (str(source), dict(kwargs))
 
     def count_tokens(self, texts: Sequence[str]) -> List[int]:
         if not texts:
             return []
-        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        with self.lock:
+            encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
     def roundtrip(self, words: Sequence[str]) -> List[str]:
         if not words:
             return []
-        ids = self.tokenizer(list(words), add_special_tokens=False)["input_ids"]
-        return self.tokenizer.batch_decode(
-            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
+        with self.lock:
+            ids = self.tokenizer(list(words), add_special_tokens=False)["input_ids"]
+            return self.tokenizer.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def to_disk(self, path: Path) -> None:
         if not self.is_loaded:
             self.load()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_dequantized(self.model, path)
-        self.tokenizer.save_pretrained(path)
+        with self.lock:
+            save_dequantized(self.model, path)
+            self.tokenizer.save_pretrained(path)
 
     def from_disk(self, path: Path) -> None:
         self._load_from(Path(path), local_files_only=True)
 
 
 class HFSeq2SeqBackend(HFBackend):
-    """A Hugging Face encoder-decoder model (T5, Flan-T5, GNER-T5) run with `generate`."""
+    """A Hugging Face encoder-decoder model (T5, Flan-T5, GNER-T5) run with `generate`.
+
+    T5's vocabulary cannot write "{" or "}", so it writes BIO output only.
+    """
 
     auto_model = "AutoModelForSeq2SeqLM"
+    output_formats = ("bio",)
+    # Published seq2seq NER checkpoints (GNER-T5) were trained on GNER's instruction.
+    default_prompt = "spacy_recot.GNERPrompt.v1"
 
-    def __call__(self, requests: Sequence[Request]) -> List[str]:
+    def generate(self, requests: Sequence[Request]) -> List[str]:
         import torch
 
-        if not requests:
-            return []
         enc = self.tokenizer(
             [r.prompt for r in requests],
             return_tensors="pt",
@@ -266,8 +379,16 @@ class HFSeq2SeqBackend(HFBackend):
         with torch.inference_mode():
             out = self.model.generate(**enc, **self.generation)
         self._count(enc["attention_mask"], out[:, 1:])  # T5 starts with the pad token
-        return self.tokenizer.batch_decode(
-            out, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        return self.tokenizer.batch_decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def _warn_v1_generation(name: str, generation: Dict[str, Any]) -> None:
+    if "max_new_tokens" not in generation:
+        warnings.warn(
+            f"{name}: the `generation` block has no max_new_tokens, so answers are cut at the "
+            "model's default length (often 20 tokens). Use the v2 backend, whose max_new_tokens "
+            "is a setting of its own and whose `generation` is merged over the defaults.",
+            stacklevel=3,
         )
 
 
@@ -280,15 +401,9 @@ def make_hf_seq2seq(
     max_input_tokens: int = 640,
     generation: Dict[str, Any] = {"max_new_tokens": 640, "num_beams": 1, "do_sample": False},
 ) -> HFSeq2SeqBackend:
-    """A seq2seq model in Hugging Face format (a local folder or a hub id).
-
-    name_or_path (str): A folder written by `save_pretrained` or a hub id such as
-        "dyyyyyyyy/GNER-T5-base".
-    device (str): "auto" (GPU when there is one), "cpu", "cuda", "cuda:1", ...
-    dtype (str): "auto" (float32 on CPU, the checkpoint's dtype on GPU) or a torch dtype name.
-    max_input_tokens (int): Longer docs are split into chunks that fit.
-    generation (Dict[str, Any]): Keyword arguments for `model.generate`.
-    """
+    """A seq2seq model in Hugging Face format (superseded by v2: here a given
+    `generation` block replaces the defaults, max_new_tokens included)."""
+    _warn_v1_generation("spacy_recot.HFSeq2Seq.v1", generation)
     return HFSeq2SeqBackend(
         name_or_path,
         revision=revision,
@@ -296,6 +411,40 @@ def make_hf_seq2seq(
         dtype=dtype,
         max_input_tokens=max_input_tokens,
         generation=generation,
+    )
+
+
+@registry.misc("spacy_recot.HFSeq2Seq.v2")
+def make_hf_seq2seq_v2(
+    name_or_path: str,
+    revision: Optional[str] = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_input_tokens: int = 640,
+    max_new_tokens: int = 640,
+    generation: Dict[str, Any] = {},
+) -> HFSeq2SeqBackend:
+    """A seq2seq model in Hugging Face format (a local folder or a hub id):
+    T5, Flan-T5, GNER-T5, ReCoT-NER.
+
+    name_or_path (str): A folder written by `save_pretrained` or a hub id such as
+        "dyyyyyyyy/GNER-T5-base".
+    device (str): "auto" (spaCy's GPU after `spacy.require_gpu`, else a GPU when
+        torch sees one, else the CPU), "cpu", "cuda", "cuda:1", ...
+    dtype (str): "auto" (float32 on CPU, the checkpoint's dtype on GPU) or a torch dtype name.
+    max_input_tokens (int): Longer docs are split into chunks that fit.
+    max_new_tokens (int): The longest answer; docs are split so that the BIO
+        answer (every word with its tag) fits.
+    generation (Dict[str, Any]): Keyword arguments for `model.generate`, merged
+        over the defaults (greedy: num_beams 1, do_sample false).
+    """
+    return HFSeq2SeqBackend(
+        name_or_path,
+        revision=revision,
+        device=device,
+        dtype=dtype,
+        max_input_tokens=max_input_tokens,
+        generation=merge_generation({"num_beams": 1, "do_sample": False}, generation, max_new_tokens),
     )
 
 
@@ -309,6 +458,7 @@ class HFCausalBackend(HFBackend):
     """
 
     auto_model = "AutoModelForCausalLM"
+    _transient = ("model", "tokenizer", "_constraint")
 
     def __init__(
         self,
@@ -326,16 +476,21 @@ class HFCausalBackend(HFBackend):
         self.thinking = thinking
         self.system_prompt = system_prompt
         self.constrained = constrained
+        if not isinstance(max_entity_words, int) or max_entity_words < 1:
+            raise ValueError(f"model.max_entity_words must be a positive integer, not {max_entity_words!r}")
         self.max_entity_words = max_entity_words
         self._constraint: Any = None
         if constrained:
-            self.output_format = "entities"
+            self.output_formats = ("entities",)
 
-    def load(self) -> None:
+    def requirements(self) -> List[str]:
+        return super().requirements() + ([XGRAMMAR_REQUIREMENT] if self.constrained else [])
+
+    def _load_kwargs(self) -> Dict[str, Any]:
         kwargs: Dict[str, Any] = {"revision": self.revision}
         if self.gguf_file:
             kwargs["gguf_file"] = self.gguf_file
-        self._load_from(self.name_or_path, **kwargs)
+        return kwargs
 
     def _load_from(self, source: Union[str, Path], **kwargs: Any) -> None:
         super()._load_from(source, **kwargs)
@@ -344,7 +499,7 @@ class HFCausalBackend(HFBackend):
             self.model = None
             raise ModelLoadError(
                 f"'{source}' (model.name_or_path) has a tokenizer without a chat template: "
-                "spacy_recot.HFCausal.v1 needs an instruction (chat) model"
+                "spacy_recot.HFCausal needs an instruction (chat) model"
             )
         # Decoder-only models continue the last token: pad on the left.
         tokenizer.padding_side = "left"
@@ -358,24 +513,19 @@ class HFCausalBackend(HFBackend):
         if self.system_prompt is not None:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         extra = {} if self.thinking is None else {"enable_thinking": self.thinking}
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, **extra
-        )
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra)
 
     def prompt_tokens(self, prompt: str) -> int:
-        return len(self.tokenizer(self.chat(prompt), add_special_tokens=False)["input_ids"])
+        with self.lock:
+            return len(self.tokenizer(self.chat(prompt), add_special_tokens=False)["input_ids"])
 
-    def __call__(self, requests: Sequence[Request]) -> List[str]:
+    def generate(self, requests: Sequence[Request]) -> List[str]:
         import torch
         from transformers import LogitsProcessorList
 
-        if not requests:
-            return []
         texts = [self.chat(r.prompt) for r in requests]
         # The template already holds the special tokens.
-        enc = self.tokenizer(
-            texts, return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(self.model.device)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
         kwargs = dict(self.generation)
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         if self.constrained:
@@ -388,9 +538,7 @@ class HFCausalBackend(HFBackend):
             out = self.model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
         self._count(enc["attention_mask"], new_tokens)
-        return self.tokenizer.batch_decode(
-            new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def _think_mode(self) -> str:
         """How the answer may start: with thinking off the template has closed
@@ -401,7 +549,8 @@ class HFCausalBackend(HFBackend):
 
     @property
     def constraint(self) -> Any:
-        """The grammar builder for this model's tokenizer (built on first use)."""
+        """The grammar builder for this model's tokenizer (built on first use,
+        and again in each worker process: compiled grammars are not pickled)."""
         if self._constraint is None:
             from .constraints import EntityConstraint
 
@@ -428,22 +577,9 @@ def make_hf_causal(
     max_entity_words: int = 12,
     generation: Dict[str, Any] = {"max_new_tokens": 1024, "do_sample": False},
 ) -> HFCausalBackend:
-    """A causal chat model in Hugging Face format (a local folder or a hub id), or
-    a GGUF file in such a folder.
-
-    name_or_path (str): A folder written by `save_pretrained` (or holding the GGUF
-        file) or a hub id such as "Qwen/Qwen3-1.7B".
-    gguf_file (Optional[str]): The GGUF file's name inside `name_or_path`.
-    thinking (Optional[bool]): `enable_thinking` for the chat template (Qwen3);
-        None leaves the template's default.
-    system_prompt (Optional[str]): A system turn before the prompt; None keeps
-        the template's default.
-    constrained (bool): Generate the JSON under a grammar: only offered labels,
-        well-formed JSON, every entity an exact substring of the text. A
-        `<think>...</think>` block before it stays free.
-    max_entity_words (int): With `constrained`, the longest entity in words.
-    generation (Dict[str, Any]): Keyword arguments for `model.generate`; greedy by default.
-    """
+    """A causal chat model in Hugging Face format (superseded by v2: here a given
+    `generation` block replaces the defaults, max_new_tokens included)."""
+    _warn_v1_generation("spacy_recot.HFCausal.v1", generation)
     return HFCausalBackend(
         name_or_path,
         gguf_file=gguf_file,
@@ -456,4 +592,56 @@ def make_hf_causal(
         constrained=constrained,
         max_entity_words=max_entity_words,
         generation=generation,
+    )
+
+
+@registry.misc("spacy_recot.HFCausal.v2")
+def make_hf_causal_v2(
+    name_or_path: str,
+    gguf_file: Optional[str] = None,
+    revision: Optional[str] = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_input_tokens: int = 4096,
+    max_new_tokens: int = 1024,
+    thinking: Optional[bool] = None,
+    system_prompt: Optional[str] = None,
+    constrained: bool = False,
+    max_entity_words: int = 12,
+    generation: Dict[str, Any] = {},
+) -> HFCausalBackend:
+    """A causal chat model in Hugging Face format (a local folder or a hub id), or
+    a GGUF file in such a folder.
+
+    name_or_path (str): A folder written by `save_pretrained` (or holding the GGUF
+        file) or a hub id such as "Qwen/Qwen3-1.7B".
+    gguf_file (Optional[str]): The GGUF file's name inside `name_or_path`.
+    max_input_tokens (int): The largest prompt, chat template included; longer
+        docs are split.
+    max_new_tokens (int): The longest answer (reasoning included); docs are
+        split so that their entity list fits.
+    thinking (Optional[bool]): `enable_thinking` for the chat template (Qwen3);
+        None leaves the template's default.
+    system_prompt (Optional[str]): A system turn before the prompt; None keeps
+        the template's default.
+    constrained (bool): Generate the JSON under a grammar: only offered labels,
+        well-formed JSON, every entity an exact substring of the text. A
+        `<think>...</think>` block before it stays free.
+    max_entity_words (int): With `constrained`, the longest entity in words.
+    generation (Dict[str, Any]): Keyword arguments for `model.generate`, merged
+        over the defaults (greedy: do_sample false).
+    device, dtype: As for `spacy_recot.HFSeq2Seq.v2`.
+    """
+    return HFCausalBackend(
+        name_or_path,
+        gguf_file=gguf_file,
+        revision=revision,
+        device=device,
+        dtype=dtype,
+        max_input_tokens=max_input_tokens,
+        thinking=thinking,
+        system_prompt=system_prompt,
+        constrained=constrained,
+        max_entity_words=max_entity_words,
+        generation=merge_generation({"do_sample": False}, generation, max_new_tokens),
     )

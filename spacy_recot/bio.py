@@ -11,6 +11,8 @@ from bisect import bisect_left
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .labels import LabelMatcher
+
 # A tag in parentheses: (O), (B-anything), (I-anything); labels may hold spaces
 # ("programming language") but not parentheses or line breaks.
 TAG_RE = re.compile(r"\((?:[BI]-[^()\n]*|O)\)")
@@ -75,11 +77,11 @@ def normalize_tags(
     too).
     """
     counts = counts if counts is not None else Counter()
-    canon = {_fold(label): label for label in labels}
+    match = LabelMatcher(labels)
     out: List[str] = []
     for tag in tags:
         prefix, _, name = tag.partition("-")
-        label = canon.get(_fold(name)) if prefix in ("B", "I") else None
+        label = match(name) if prefix in ("B", "I") else None
         if tag != "O" and label is None:
             counts["unknown_label"] += 1
         elif label is not None and label != name:
@@ -99,10 +101,6 @@ def repair_orphans(tags: Sequence[str], counts: Counter, key: str) -> List[str]:
         out.append(tag)
         prev = tag
     return out
-
-
-def _fold(label: str) -> str:
-    return " ".join(label.lower().split())
 
 
 def word_key(word: str) -> str:

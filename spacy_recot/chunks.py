@@ -77,54 +77,62 @@ def split_chunk(
     word_costs: Sequence[float],
     budget: float,
     boundaries: Optional[Iterable[int]] = None,
+    overlap: int = 0,
 ) -> List[Chunk]:
     """Cut a chunk into pieces whose summed word costs fit into `budget`.
 
     Pieces are packed greedily from whole units: sentences when `boundaries`
     (word indices where a sentence starts) are given, else single words. A
-    sentence that is too long on its own is cut into word windows.
+    run of words with no sentence boundary (the whole chunk when there are
+    none, or a sentence too long on its own) is cut into word windows that
+    share `overlap` words with the previous window, so that an entity on a
+    cut is seen whole in one of them.
 
     word_costs (Sequence[float]): The cost (e.g. subword tokens) of each word.
     budget (float): The largest summed cost of a piece; at least one word goes
         into every piece, so a single over-long word still gets a chunk.
+    overlap (int): Words shared by consecutive windows (at most half a window).
     """
     n = len(chunk.words)
     if n == 0:
         return []
     starts = sorted(set(b for b in (boundaries or []) if 0 < b < n))
-    units: List[Tuple[int, int]] = []
-    prev = 0
-    for b in starts + [n]:
-        units.append((prev, b))
-        prev = b
-    # Cut units that are too long on their own into word windows.
-    fine_units: List[Tuple[int, int]] = []
-    for s, e in units:
-        if sum(word_costs[s:e]) <= budget:
-            fine_units.append((s, e))
-            continue
-        w_start = s
-        cost = 0.0
-        for i in range(s, e):
-            if cost + word_costs[i] > budget and i > w_start:
-                fine_units.append((w_start, i))
-                w_start, cost = i, 0.0
-            cost += word_costs[i]
-        fine_units.append((w_start, e))
     pieces: List[Tuple[int, int]] = []
-    cur_s, cur_e, cost = fine_units[0][0], fine_units[0][0], 0.0
-    for s, e in fine_units:
+    cur_s, cur_e, cost = 0, 0, 0.0
+    for s, e in zip([0] + starts, starts + [n]):
         unit_cost = sum(word_costs[s:e])
+        if unit_cost > budget or not starts:
+            # No sentence boundary inside: word windows (flushing what was packed).
+            if cur_e > cur_s:
+                pieces.append((cur_s, cur_e))
+            pieces.extend(_windows(word_costs, s, e, budget, overlap))
+            cur_s, cur_e, cost = e, e, 0.0
+            continue
         if cur_e > cur_s and cost + unit_cost > budget:
             pieces.append((cur_s, cur_e))
             cur_s, cost = s, 0.0
         cur_e = e
         cost += unit_cost
-    pieces.append((cur_s, cur_e))
-    return [
-        Chunk(text=chunk.text, words=chunk.words[s:e], offsets=chunk.offsets[s:e])
-        for s, e in pieces
-    ]
+    if cur_e > cur_s:
+        pieces.append((cur_s, cur_e))
+    return [Chunk(text=chunk.text, words=chunk.words[s:e], offsets=chunk.offsets[s:e]) for s, e in pieces]
+
+
+def _windows(word_costs: Sequence[float], start: int, end: int, budget: float, overlap: int) -> List[Tuple[int, int]]:
+    """Windows over words [start, end) that fit `budget`, each sharing up to
+    `overlap` words (and at most half of itself) with the one before."""
+    windows: List[Tuple[int, int]] = []
+    s = start
+    while s < end:
+        e, cost = s, 0.0
+        while e < end and (e == s or cost + word_costs[e] <= budget):
+            cost += word_costs[e]
+            e += 1
+        windows.append((s, e))
+        if e >= end:
+            break
+        s = max(s + 1, e - min(overlap, (e - s) // 2))
+    return windows
 
 
 def sentence_starts(doc: Doc, chunk: Chunk) -> Optional[List[int]]:

@@ -6,44 +6,53 @@ model backend for text, parses that text into labelled spans and sets
 `doc.user_data["recot"][<component name>]` as plain JSON values.
 """
 import json
+import weakref
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import srsly
 from spacy.language import Language
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc, Span
 from spacy.training import Example
-from spacy.util import filter_spans, minibatch
+from spacy.util import filter_spans, minibatch, registry
 from tqdm import tqdm
 
 from .backends import Backend, ModelLoadError
-from .bio import align_tags, normalize_tags, parse_bio, tags_to_spans
 from .chunks import Chunk, Request, doc_words, sentence_starts, split_chunk
-from .entities import find_spans, parse_entity_list, rationale_sentences, reason_for
+from .entities import rationale_sentences, reason_for
+from .labels import check_labels
+from .readers import CharSpan, Reading, read_answer
 
 USER_DATA_KEY = "recot"
 ALIGNMENT_MODES = ("strict", "contract", "expand")
+# Docs buffered per backend batch when the caller gives no buffer size.
+BUFFER_FACTOR = 8
 
 # A real instruction model that ships in pip packages: works offline after
-# the README's set-up command (see README, "The default model").
-DEFAULT_MODEL = {"@misc": "spacy_recot.PackagedCausal.v1"}
-# Chosen by measurement (README, "The default model"). A name of its own, not
-# ReasoningNERPrompt.v1 with other settings: spaCy merges a user's block into a
-# default of the same name, and `{"@misc": "spacy_recot.ReasoningNERPrompt.v1"}`
-# must mean ReasoningNER's verbatim prompt.
-DEFAULT_PROMPT = {"@misc": "spacy_recot.ZeroShotJSONPrompt.v1"}
+# `pip install "spacy-recot[default]"` (see README, "The default model").
+DEFAULT_MODEL = {"@misc": "spacy_recot.PackagedCausal.v2"}
+
+# The pipeline each component belongs to, held weakly and outside the
+# component, so that the component pickles (nlp.pipe(n_process=...) under
+# spawn) and keeps no pipeline alive.
+_PIPELINES: "weakref.WeakKeyDictionary[Any, weakref.ref]" = weakref.WeakKeyDictionary()
 
 
 @Language.factory(
     "recot_ner",
     assigns=["doc.ents"],
     default_config={
+        "labels": [],
         "model": DEFAULT_MODEL,
-        "prompt": DEFAULT_PROMPT,
+        # None: the backend's own default (a BIO prompt for seq2seq models,
+        # spacy_recot.ZeroShotJSONPrompt.v1 for causal ones, chosen by
+        # measurement: README, "The default model").
+        "prompt": None,
         "label_descriptions": None,
         "batch_size": 8,
+        "window_overlap": 8,
         "alignment_mode": "contract",
         "all_occurrences": False,
         "spans_key": None,
@@ -58,9 +67,10 @@ def make_recot_ner(
     name: str,
     labels: List[str],
     model: Backend,
-    prompt: Any,
+    prompt: Optional[Any],
     label_descriptions: Optional[Dict[str, str]],
     batch_size: int,
+    window_overlap: int,
     alignment_mode: str,
     all_occurrences: bool,
     spans_key: Optional[str],
@@ -71,14 +81,20 @@ def make_recot_ner(
     """Zero-shot NER with a generative model.
 
     labels (List[str]): The entity types to find, in the spelling the model is
-        shown (natural language works best: "programming language").
-    model (Backend): The model backend: `spacy_recot.PackagedCausal.v1` (the
-        default, offline), `spacy_recot.HFCausal.v1` or `spacy_recot.HFSeq2Seq.v1`.
-    prompt: The prompt: `spacy_recot.ReasoningNERPrompt.v1` for causal models,
-        `spacy_recot.ReCoTPrompt.v1` or `spacy_recot.GNERPrompt.v1` for T5 models.
+        shown (natural language works best: "programming language"). May be
+        empty until `initialize` reads them from examples or `add_label` adds them.
+    model (Backend): The model backend: `spacy_recot.PackagedCausal.v2` (the
+        default, offline), `spacy_recot.HFCausal.v2`, `spacy_recot.HFSeq2Seq.v2`,
+        `spacy_recot.Oracle.v1`.
+    prompt: The prompt; None takes the backend's default. `spacy_recot.ReasoningNERPrompt.v1`
+        for ReasoningNER checkpoints, `spacy_recot.ReCoTPrompt.v1` or
+        `spacy_recot.GNERPrompt.v1` for T5 models.
     label_descriptions (Optional[Dict[str, str]]): A short definition per label,
         added to the prompt.
-    batch_size (int): Prompts per `generate` call.
+    batch_size (int): Prompts per backend call (one `generate`). spaCy's own
+        batch size (`nlp.pipe(batch_size=...)`) only sets how many docs are buffered.
+    window_overlap (int): Words shared by consecutive windows when a long doc
+        without sentence boundaries is cut into windows.
     alignment_mode (str): How `doc.char_span` snaps a match that is off the
         token boundaries: "strict", "contract" or "expand".
     all_occurrences (bool): Entity-list output: mark every occurrence of an
@@ -89,7 +105,7 @@ def make_recot_ner(
     show_progress (bool): Show a progress bar over the prompts.
     scorer (Optional[Callable]): The scoring method (spaCy's NER scorer).
     """
-    return RecotNER(
+    pipe = RecotNER(
         nlp.vocab,
         model,
         prompt,
@@ -97,6 +113,7 @@ def make_recot_ner(
         labels=labels,
         label_descriptions=label_descriptions,
         batch_size=batch_size,
+        window_overlap=window_overlap,
         alignment_mode=alignment_mode,
         all_occurrences=all_occurrences,
         spans_key=spans_key,
@@ -104,39 +121,30 @@ def make_recot_ner(
         show_progress=show_progress,
         scorer=scorer,
     )
-
-
-def _check_labels(labels: Sequence[str], key: str) -> List[str]:
-    if isinstance(labels, str) or not isinstance(labels, (list, tuple)):
-        raise ValueError(f"{key} must be a list of label names, not {labels!r}")
-    cleaned = [label.strip() if isinstance(label, str) else label for label in labels]
-    bad = [label for label in cleaned if not isinstance(label, str) or not label]
-    if bad:
-        raise ValueError(f"{key} holds empty or non-string labels: {bad!r}")
-    if not cleaned:
-        raise ValueError(
-            f"{key} is empty: give the entity types to find, e.g. "
-            'config={"labels": ["person", "location"]}'
-        )
-    if len(set(cleaned)) != len(cleaned):
-        dupes = sorted({label for label in cleaned if cleaned.count(label) > 1})
-        raise ValueError(f"{key} lists {dupes} more than once")
-    return list(cleaned)
+    pipe.attach(nlp)
+    return pipe
 
 
 class RecotNER(Pipe):
-    """Sets `doc.ents` from what a generative model writes about each doc."""
+    """Sets `doc.ents` from what a generative model writes about each doc.
+
+    A thin pipe over three parts: the prompt renders each chunk of a doc, the
+    backend turns a batch of prompts into answers, and the reader of the
+    prompt's output format (`spacy_recot.readers`) turns each answer into
+    character spans.
+    """
 
     def __init__(
         self,
         vocab: Any,
         model: Backend,
-        prompt: Any,
+        prompt: Optional[Any] = None,
         *,
         name: str = "recot_ner",
-        labels: Sequence[str],
+        labels: Sequence[str] = (),
         label_descriptions: Optional[Dict[str, str]] = None,
         batch_size: int = 8,
+        window_overlap: int = 8,
         alignment_mode: str = "contract",
         all_occurrences: bool = False,
         spans_key: Optional[str] = None,
@@ -146,24 +154,20 @@ class RecotNER(Pipe):
     ):
         self.vocab = vocab
         self.model = model
-        self.prompt = prompt
         self.name = name
-        self.labels = labels
+        self.prompt = prompt if prompt is not None else registry.misc.get(model.default_prompt)()
+        self._check_formats()
+        self.labels = list(labels)
         self.label_descriptions = self._check_descriptions(label_descriptions)
-        if batch_size < 1:
-            raise ValueError(f"components.{name}.batch_size must be at least 1, not {batch_size}")
+        for key, value, least in (("batch_size", batch_size, 1), ("window_overlap", window_overlap, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"components.{name}.{key} must be an integer of at least {least}, not {value!r}")
         if alignment_mode not in ALIGNMENT_MODES:
             raise ValueError(
-                f"components.{name}.alignment_mode must be one of {ALIGNMENT_MODES}, "
-                f"not {alignment_mode!r}"
-            )
-        fixed = getattr(model, "output_format", None)
-        if fixed is not None and fixed != prompt.output_format:
-            raise ValueError(
-                f"components.{name}: the model writes '{fixed}' output but the prompt "
-                f"asks for '{prompt.output_format}'; pick a prompt that matches"
+                f"components.{name}.alignment_mode must be one of {ALIGNMENT_MODES}, not {alignment_mode!r}"
             )
         self.batch_size = batch_size
+        self.window_overlap = window_overlap
         self.alignment_mode = alignment_mode
         self.all_occurrences = all_occurrences
         self.spans_key = spans_key
@@ -172,6 +176,28 @@ class RecotNER(Pipe):
         self.scorer = scorer
         self.cfg: Dict[str, Any] = {}
 
+    def _check_formats(self) -> None:
+        """The prompt's output format must be one the backend can write."""
+        wanted = self.prompt.output_format
+        if wanted not in self.model.output_formats:
+            hint = {
+                "bio": "a BIO prompt: spacy_recot.ReCoTPrompt.v1 or spacy_recot.GNERPrompt.v1",
+                "entities": "an entity-list prompt: spacy_recot.ZeroShotJSONPrompt.v1 or "
+                "spacy_recot.ReasoningNERPrompt.v1",
+            }
+            raise ValueError(
+                f"components.{self.name}: the prompt {type(self.prompt).__name__} asks for '{wanted}' "
+                f"output, but the model backend {type(self.model).__name__} writes only "
+                f"{' or '.join(repr(f) for f in self.model.output_formats)} output. Use "
+                f"{hint[self.model.output_formats[0]]} (or leave components.{self.name}.prompt "
+                "unset for the backend's default)"
+            )
+
+    @property
+    def output_format(self) -> str:
+        """How answers are written and read: "bio" or "entities" (the prompt's)."""
+        return self.prompt.output_format
+
     @property
     def labels(self) -> List[str]:
         """The entity types the model is asked for."""
@@ -179,11 +205,21 @@ class RecotNER(Pipe):
 
     @labels.setter
     def labels(self, value: Sequence[str]) -> None:
-        self._labels = _check_labels(value, f"components.{self.name}.labels")
+        self._labels = check_labels(value, f"components.{self.name}.labels", self.output_format)
+        self._sync_config()
 
     @property
     def label_data(self) -> List[str]:
         return list(self._labels)
+
+    def add_label(self, label: str) -> int:
+        """Add an entity type; returns 1 if it was new, 0 if it was there."""
+        if not isinstance(label, str):
+            raise ValueError(f"components.{self.name}: a label must be a string, not {label!r}")
+        if label.strip() in self._labels:
+            return 0
+        self.labels = self._labels + [label]
+        return 1
 
     def _check_descriptions(self, descriptions: Optional[Dict[str, str]]) -> Optional[Dict[str, str]]:
         if not descriptions:
@@ -191,10 +227,34 @@ class RecotNER(Pipe):
         unknown = sorted(set(descriptions) - set(self.labels))
         if unknown:
             raise ValueError(
-                f"components.{self.name}.label_descriptions describes {unknown}, "
-                f"which are not in labels {self.labels}"
+                f"components.{self.name}.label_descriptions describes {unknown}, which are not in labels {self.labels}"
             )
         return dict(descriptions)
+
+    # -- the pipeline's config ----------------------------------------------
+
+    def attach(self, nlp: Language) -> None:
+        """Remember the pipeline, so that label changes reach `nlp.config` (the
+        single source of truth that `nlp.to_disk` writes) and `spacy package`
+        lists what the backend needs."""
+        _PIPELINES[self] = weakref.ref(nlp)
+        requirements = nlp.meta.setdefault("requirements", [])
+        for requirement in self.model.requirements():
+            if requirement not in requirements:
+                requirements.append(requirement)
+
+    def _sync_config(self) -> None:
+        ref = _PIPELINES.get(self)
+        nlp = ref() if ref is not None else None
+        if nlp is None:
+            return
+        for name, proc in nlp.components:
+            if proc is self:
+                config = nlp.get_pipe_config(name)
+                config["labels"] = list(self._labels)
+                if "label_descriptions" in config:
+                    config["label_descriptions"] = getattr(self, "label_descriptions", None)
+                return
 
     # -- lifecycle --------------------------------------------------------
 
@@ -205,18 +265,21 @@ class RecotNER(Pipe):
         nlp: Optional[Language] = None,
         labels: Optional[Sequence[str]] = None,
     ) -> None:
-        """Load the model weights, and optionally set the labels.
+        """Load the model weights, and set the labels when there are none.
 
-        labels (Optional[Sequence[str]]): Replace the configured labels. When not
-            given and the configured labels are empty, they are read from the
-            examples' reference entities.
+        labels (Optional[Sequence[str]]): Replace the configured labels (as
+            `[initialize.components.<name>.labels]` does).
+        get_examples: When neither the config nor `labels` gives labels, they
+            are read from the examples' reference entities (sorted).
         """
+        if nlp is not None:
+            self.attach(nlp)
         if labels is not None:
-            self.labels = labels
+            self.labels = list(labels)
         elif get_examples is not None and not self.labels:
-            seen = sorted({e.label_ for eg in get_examples() for e in eg.reference.ents})
-            self.labels = seen
+            self.labels = sorted({e.label_ for eg in get_examples() for e in eg.reference.ents})
         self.label_descriptions = self._check_descriptions(self.label_descriptions)
+        self._sync_config()
         self._ensure_loaded()
 
     def _ensure_loaded(self) -> None:
@@ -230,24 +293,47 @@ class RecotNER(Pipe):
     # -- processing -------------------------------------------------------
 
     def __call__(self, doc: Doc) -> Doc:
-        return next(iter(self.pipe([doc], batch_size=1)))
+        _, failures = self._process([doc])
+        for failed, err in failures:
+            self.get_error_handler()(self.name, self, failed, err)
+        return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: Optional[int] = None) -> Iterator[Doc]:
-        """Process docs in buffers; prompts are sorted by length within a buffer
-        and sent in batches of `batch_size`, one `generate` call per batch."""
-        size = batch_size or self.batch_size
+        """Process docs in buffers of `batch_size` docs (spaCy's batch size).
+
+        Within a buffer, prompts are sorted by length and sent to the backend
+        in batches of the component's own `batch_size`. A backend call that
+        fails hands its docs to the error handler (`nlp.set_error_handler`; by
+        default the error is raised); those docs are not yielded, as with
+        spaCy's own components, and the other batches go on.
+        """
+        buffer = batch_size or self.batch_size * BUFFER_FACTOR
         progress = tqdm(desc=self.name, unit="prompt", disable=not self.show_progress)
+        error_handler = self.get_error_handler()
         try:
-            for docs in minibatch(stream, size=size * 8):
-                yield from self._process(list(docs), size, progress)
+            for docs in minibatch(stream, size=buffer):
+                done, failures = self._process(list(docs), progress)
+                for failed, err in failures:
+                    error_handler(self.name, self, failed, err)
+                yield from done
         finally:
             progress.close()
 
-    def _process(self, docs: List[Doc], size: int, progress: tqdm) -> List[Doc]:
+    def _process(
+        self, docs: List[Doc], progress: Optional[tqdm] = None
+    ) -> Tuple[List[Doc], List[Tuple[List[Doc], Exception]]]:
+        """Annotate docs; returns the docs done, in order, and the docs of each
+        failed backend call with its error."""
+        if not self.labels:
+            raise ValueError(
+                f"components.{self.name}.labels is empty: give the entity types to find, e.g. "
+                'nlp.add_pipe("recot_ner", config={"labels": ["person", "location"]}), '
+                "call add_label, or initialize the pipeline with examples"
+            )
         self._ensure_loaded()
         limits = self._limits()
-        requests: List[Tuple[int, Request]] = []
         schema = self.prompt.schema(self.labels)
+        requests: List[Tuple[int, Request]] = []
         for i, doc in enumerate(docs):
             if not doc.text.strip():
                 continue  # empty and whitespace-only docs pass through untouched
@@ -258,71 +344,101 @@ class RecotNER(Pipe):
         # lengths, and cost no second tokenization of every prompt.
         order = sorted(range(len(requests)), key=lambda k: len(requests[k][1].prompt))
         outputs: List[str] = [""] * len(requests)
-        for batch in minibatch(order, size=size):
-            answers = self.model([requests[k][1] for k in batch])
+        failed: Set[int] = set()
+        failures: List[Tuple[List[Doc], Exception]] = []
+        for batch in minibatch(order, size=self.batch_size):
+            batch = [k for k in batch if requests[k][0] not in failed]
+            if not batch:
+                continue
+            try:
+                answers = self.model([requests[k][1] for k in batch])
+            except Exception as err:  # noqa: BLE001 - handed to spaCy's error handler
+                new = sorted({requests[k][0] for k in batch} - failed)
+                failed.update(new)
+                failures.append(([docs[i] for i in new], err))
+                continue
+            finally:
+                if progress is not None:
+                    progress.update(len(batch))
             for k, answer in zip(batch, answers):
                 outputs[k] = answer
-            progress.update(len(batch))
         per_doc: Dict[int, List[Tuple[Request, str]]] = {}
         for (i, request), output in zip(requests, outputs):
             per_doc.setdefault(i, []).append((request, output))
         for i, pairs in per_doc.items():
-            self.set_annotations(docs[i], pairs)
-        return docs
+            if i not in failed:
+                self.set_annotations(docs[i], pairs)
+        return [doc for i, doc in enumerate(docs) if i not in failed], failures
 
     def _limits(self) -> Tuple[Optional[int], Optional[int], int]:
-        """Room for the words in the prompt and in the answer, and the tokens of
-        a tag: the same for every doc of a batch, so measured once per batch."""
+        """Room for the words in the prompt and in the answer, and what the
+        answer adds to each word: the same for every doc, so measured once per buffer."""
         room_in = room_out = None
-        tag_cost = 0
+        per_word = 0
         if self.model.max_input_tokens is not None:
             empty = Chunk(text="", words=[], offsets=[])
             prompt = self.prompt.render(empty, self.labels, self.label_descriptions)
             room_in = max(self.model.max_input_tokens - self.model.prompt_tokens(prompt), 1)
-        if self.model.max_new_tokens is not None and self.prompt.output_format == "bio":
+        if self.model.max_new_tokens is not None and self.output_format == "bio":
             room_out = max(self.model.max_new_tokens - 2, 1)
-            # BIO output repeats every word with its tag: "(O)" is about 3 tokens.
-            tag_cost = self.model.count_tokens(["(O)"])[0]
+            # BIO output repeats every word with its tag, and any word may open
+            # or continue an entity: price each word with the dearest tag.
+            tags = ["O"] + [f"{p}-{label}" for label in self.prompt.schema(self.labels) for p in "BI"]
+            per_word = max(self.model.count_tokens([f"({tag})" for tag in tags])) + 1
         elif self.model.max_new_tokens is not None:
             # Entity lists: the JSON skeleton with every label, then, at worst,
             # every word inside some entity string (plus a quote or comma each).
             skeleton = json.dumps({"entities": {label: [] for label in self.prompt.schema(self.labels)}})
             room_out = max(self.model.max_new_tokens - self.model.count_tokens([skeleton])[0] - 2, 1)
-            tag_cost = 1
-        return room_in, room_out, tag_cost
+            per_word = 1
+        return room_in, room_out, per_word
 
     def _chunks(self, doc: Doc, limits: Tuple[Optional[int], Optional[int], int]) -> List[Chunk]:
         """The doc's words, split into chunks that fit the model's limits."""
         chunk = doc_words(doc)
-        room_in, room_out, tag_cost = limits
+        room_in, room_out, per_word = limits
         if not chunk.words or (room_in is None and room_out is None):
             return [chunk] if chunk.words else []
         word_costs = [max(c, 1) for c in self.model.count_tokens(chunk.words)]
         # A word's cost is the share of the tightest limit it uses up; a chunk
         # fits when its costs sum to at most 1.
         costs = [
-            max(w / room_in if room_in else 0.0, (w + tag_cost) / room_out if room_out else 0.0)
-            for w in word_costs
+            max(w / room_in if room_in else 0.0, (w + per_word) / room_out if room_out else 0.0) for w in word_costs
         ]
         if sum(costs) <= 1.0:
             return [chunk]
-        return split_chunk(chunk, costs, 1.0, sentence_starts(doc, chunk))
+        return split_chunk(chunk, costs, 1.0, sentence_starts(doc, chunk), overlap=self.window_overlap)
 
-    # -- parsing ----------------------------------------------------------
+    # -- annotations --------------------------------------------------------
+
+    def read(self, request: Request, answer: str) -> Reading:
+        """Read one answer with the reader of the prompt's output format."""
+        return read_answer(
+            self.output_format,
+            request.chunk,
+            answer,
+            self.labels,
+            written_words=self.model.roundtrip(request.chunk.words) if self.output_format == "bio" else None,
+            all_occurrences=self.all_occurrences,
+        )
 
     def set_annotations(self, doc: Doc, pairs: Sequence[Tuple[Request, str]]) -> None:
-        """Parse the outputs for a doc's chunks and set its entities."""
+        """Read the answers for a doc's chunks and set its entities."""
         counts: Counter = Counter()
-        char_spans: List[Tuple[int, int, str]] = []
+        char_spans: List[CharSpan] = []
         rationales: List[str] = []
         for request, output in pairs:
-            if self.prompt.output_format == "bio":
-                char_spans.extend(self._parse_bio(request.chunk, output, counts))
-            else:
-                rationale, spans = self._parse_entities(doc, request.chunk, output, counts)
-                char_spans.extend(spans)
-                if rationale:
-                    rationales.append(rationale)
+            reading = self.read(request, output)
+            counts.update(reading.counts)
+            char_spans.extend(reading.spans)
+            if reading.rationale:
+                rationales.append(reading.rationale)
+        if len(pairs) > 1:
+            # Overlapping windows see the same entity twice: keep it once.
+            unique = list(dict.fromkeys(char_spans))
+            if len(unique) < len(char_spans):
+                counts["merged_across_chunks"] += len(char_spans) - len(unique)
+            char_spans = unique
         spans: List[Span] = []
         for start, end, label in char_spans:
             span = doc.char_span(start, end, label=label, alignment_mode=self.alignment_mode)
@@ -344,39 +460,12 @@ class RecotNER(Pipe):
             if reason is not None:
                 entity["reason"] = reason
             entities.append(entity)
-        record: Dict[str, Any] = {
-            "entities": entities,
-            "counts": dict(sorted(counts.items())),
-        }
+        record: Dict[str, Any] = {"entities": entities, "counts": dict(sorted(counts.items()))}
         if rationales:
             record["rationale"] = "\n\n".join(rationales)
         if self.store_io:
             record["io"] = [{"prompt": r.prompt, "output": o} for r, o in pairs]
         doc.user_data.setdefault(USER_DATA_KEY, {})[self.name] = record
-
-    def _parse_bio(self, chunk: Chunk, output: str, counts: Counter) -> List[Tuple[int, int, str]]:
-        words, raw_tags = parse_bio(output, counts)
-        tags = align_tags(self.model.roundtrip(chunk.words), words, raw_tags, counts)
-        tags = normalize_tags(tags, self.labels, counts)
-        return [
-            (chunk.offsets[s][0], chunk.offsets[e - 1][1], label) for s, e, label in tags_to_spans(tags)
-        ]
-
-    def _parse_entities(
-        self, doc: Doc, chunk: Chunk, output: str, counts: Counter
-    ) -> Tuple[str, List[Tuple[int, int, str]]]:
-        rationale, items = parse_entity_list(output, self.labels, counts)
-        starts = {s for s, _ in chunk.offsets}
-        ends = {e for _, e in chunk.offsets}
-        spans = find_spans(
-            doc.text,
-            items,
-            lambda s, e: s in starts and e in ends,
-            region=(chunk.start_char, chunk.end_char),
-            all_occurrences=self.all_occurrences,
-            counts=counts,
-        )
-        return rationale, spans
 
     # -- serialization ----------------------------------------------------
 
@@ -384,8 +473,13 @@ class RecotNER(Pipe):
         return {"labels": self.labels, "label_descriptions": self.label_descriptions}
 
     def _set_cfg(self, cfg: Dict[str, Any]) -> None:
-        self.labels = cfg["labels"]
-        self.label_descriptions = cfg.get("label_descriptions")
+        # The config is the source of truth (spacy.load(path, config=...)
+        # overrides work); the saved labels only fill in where it has none,
+        # as in pipelines saved before the config was kept in sync.
+        if not self.labels and cfg.get("labels"):
+            self.labels = cfg["labels"]
+            if not self.label_descriptions and cfg.get("label_descriptions"):
+                self.label_descriptions = self._check_descriptions(cfg["label_descriptions"])
 
     def to_disk(self, path: Path, *, exclude: Iterable[str] = tuple()) -> None:
         """Write the labels and the model (weights and tokenizer) into `path`."""
@@ -396,9 +490,10 @@ class RecotNER(Pipe):
             self.model.to_disk(path / "model")
 
     def from_disk(self, path: Path, *, exclude: Iterable[str] = tuple()) -> "RecotNER":
-        """Load the labels and the model from `path`, with no network."""
+        """Load the model from `path`, with no network."""
         path = Path(path)
-        self._set_cfg(srsly.read_json(path / "cfg"))
+        if (path / "cfg").exists():
+            self._set_cfg(srsly.read_json(path / "cfg"))
         if "model" not in exclude:
             self.model.from_disk(path / "model")
         return self

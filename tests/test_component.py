@@ -97,7 +97,18 @@ def test_unknown_model_path_names_the_key(tmp_path):
 @pytest.mark.parametrize(
     "cfg,match",
     [
-        ({"labels": []}, "components.recot_ner.labels is empty"),
+        ({"labels": ["PER", "per"]}, "'PER' and 'per' differ only in case"),
+        ({"labels": ["unit (SI)"], "model": {"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": "x"}}, "cannot carry"),
+        (
+            {"labels": ["a"], "prompt": {"@misc": "spacy_recot.GNERPrompt.v1"}},
+            "prompt BIOPrompt asks for 'bio' output, but the model backend PackagedCausalBackend writes only 'entities'",
+        ),
+        (
+            {"labels": ["a"], "model": {"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": "x", "generation": {"max_new_tokens": 9}}},
+            "set model.max_new_tokens instead",
+        ),
+        ({"labels": ["a"], "batch_size": 0}, "batch_size must be an integer of at least 1"),
+        ({"labels": ["a"], "window_overlap": -1}, "window_overlap"),
         ({"labels": "person"}, "recot_ner -> labels"),
         ({"labels": ["a", "a"]}, "more than once"),
         ({"labels": ["a"], "label_descriptions": {"b": "x"}}, "label_descriptions describes"),
@@ -107,6 +118,13 @@ def test_unknown_model_path_names_the_key(tmp_path):
 def test_bad_config_fails_early(cfg, match):
     with pytest.raises(ValueError, match=match):
         spacy.blank("en").add_pipe("recot_ner", config=cfg)
+
+
+def test_empty_labels_fail_when_run_with_the_way_out():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("recot_ner", config={"model": {"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": "x"}})
+    with pytest.raises(ValueError, match="labels is empty: .*add_label.*initialize"):
+        nlp("Barack Obama visited Paris.")
 
 
 def test_initialize_sets_labels_and_loads(trained_t5_dir):
@@ -220,7 +238,7 @@ def test_all_occurrences_and_nested_spans(trained_qwen3_dir):
 def test_default_config_is_the_packaged_model_and_loads_nothing():
     nlp = spacy.blank("en")
     pipe = nlp.add_pipe("recot_ner", config={"labels": ["person"]})
-    assert nlp.config["components"]["recot_ner"]["model"]["@misc"] == "spacy_recot.PackagedCausal.v1"
+    assert nlp.config["components"]["recot_ner"]["model"]["@misc"] == "spacy_recot.PackagedCausal.v2"
     assert pipe.model.constrained and pipe.prompt.output_format == "entities"
     assert not pipe.model.is_loaded
 

@@ -86,5 +86,5 @@ def test_unknown_text_is_a_clear_error(corpus):
 def test_bad_oracle_config():
     with pytest.raises(ValueError, match="noise modes"):
         spacy.blank("en").add_pipe("recot_ner", config={"labels": ["x"], "model": {"@misc": "spacy_recot.Oracle.v1", "gold": "x.spacy", "noise": {"typo": 1.0}}})
-    with pytest.raises(ValueError, match="writes 'entities' output but the prompt asks for 'bio'"):
+    with pytest.raises(ValueError, match="asks for 'bio' output, but the model backend .* writes only 'entities' output"):
         spacy.blank("en").add_pipe("recot_ner", config={"labels": ["x"], "prompt": {"@misc": "spacy_recot.ReCoTPrompt.v1"}, "model": {"@misc": "spacy_recot.Oracle.v1", "gold": "x.spacy", "output_format": "entities"}})
