@@ -17,7 +17,7 @@ import spacy
 import typer
 from results_io import write_results
 
-from spacy_recot.conll import labels_file
+from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import evaluate_dataset, read_examples
 from spacy_recot.oracle import NOISE_MODES
 from spacy_recot.scoring import average_f
@@ -30,7 +30,7 @@ def run(gold: Path, output_format: str, noise: Dict[str, float]) -> Dict:
     nlp.add_pipe(
         "recot_ner",
         config={
-            "labels": json.loads(labels_file(gold).read_text(encoding="utf-8")),
+            "labels": read_labels(gold),
             "prompt": {"@misc": PROMPTS[output_format]},
             "model": {"@misc": "spacy_recot.Oracle.v1", "gold": str(gold), "output_format": output_format, "noise": noise},
         },

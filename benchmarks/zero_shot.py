@@ -26,7 +26,7 @@ import torch
 import typer
 from results_io import write_results
 
-from spacy_recot.conll import labels_file
+from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import evaluate_dataset, read_examples
 from spacy_recot.scoring import average_f
 
@@ -62,7 +62,7 @@ def main(
     }
     stats = getattr(pipe.model, "stats", None)
     for path in paths:
-        labels = json.loads(labels_file(path).read_text(encoding="utf-8"))
+        labels = read_labels(path)
         examples = read_examples(nlp, path, limit=n)
         before = dict(stats or {})
         res = evaluate_dataset(nlp, examples, "recot_ner", labels, batch_size=batch_size)

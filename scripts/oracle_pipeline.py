@@ -11,7 +11,7 @@ from pathlib import Path
 import spacy
 import typer
 
-from spacy_recot.conll import labels_file
+from spacy_recot.conll import read_labels
 
 
 def main(
@@ -25,7 +25,7 @@ def main(
     nlp.add_pipe(
         "recot_ner",
         config={
-            "labels": json.loads(labels_file(gold).read_text(encoding="utf-8")),
+            "labels": read_labels(gold),
             "prompt": {"@misc": prompt},
             "model": {"@misc": "spacy_recot.Oracle.v1", "gold": str(gold), "output_format": output_format, "noise": json.loads(noise)},
         },

@@ -287,6 +287,18 @@ class HFBackend(Backend):
     def requirements(self) -> List[str]:
         return list(HF_REQUIREMENTS)
 
+    def use_model(self, model: Any, tokenizer: Any) -> None:
+        """Generate with a model already in memory (training's dev scorer uses
+        the model being trained); `release()` lets go of it again."""
+        with self.lock:
+            self.model, self.tokenizer = model, tokenizer
+
+    def release(self) -> None:
+        """Drop the model and tokenizer (they are loaded again on next use)."""
+        with self.lock:
+            self.model = self.tokenizer = None
+            self.__dict__.pop("_constraint", None)
+
     def load(self) -> None:
         if self._source is not None:
             source, kwargs = self._source

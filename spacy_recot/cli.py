@@ -67,14 +67,24 @@ def evaluate(
     batch_size: int = typer.Option(8, "--batch-size", "-b"),
     limit: int = typer.Option(0, "--limit", "-n", help="Only the first N docs of each dataset (0: all)."),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g"),
+    tokenization: str = typer.Option(
+        "reference", "--tokenization", "-t",
+        help="reference: docs made of the dataset's own words (the papers' protocol); pipeline: the text re-tokenized by the pipeline, as `spacy evaluate` does.",
+    ),
 ) -> None:
     """Score a pipeline on datasets: spaCy's exact-span P/R/F and the papers'
     normalized set F1, per dataset and averaged."""
-    from .evaluation import evaluate_pipeline
+    from .evaluation import TOKENIZATIONS, evaluate_pipeline
 
+    if tokenization not in TOKENIZATIONS:
+        raise typer.BadParameter(f"--tokenization must be one of {list(TOKENIZATIONS)}, not {tokenization!r}")
+    if tokenization == "reference":
+        typer.echo("Docs are built from each dataset's own words, as the papers evaluate (--tokenization pipeline: spaCy's tokenizer).")
+    else:
+        typer.echo("Docs are re-tokenized by the pipeline, as `spacy evaluate` does (the papers' protocol: --tokenization reference).")
     results = evaluate_pipeline(
         pipeline, data, component=component, use_file_labels=use_file_labels,
-        batch_size=batch_size, limit=limit, gpu_id=gpu_id, show_progress=True,
+        batch_size=batch_size, limit=limit, gpu_id=gpu_id, show_progress=True, tokenization=tokenization,
     )
     header = f"{'dataset':<24} {'P':>7} {'R':>7} {'F':>7}   {'norm F':>7}  docs"
     typer.echo(header)
@@ -159,10 +169,10 @@ def init_pipeline(
         config={
             "labels": json.loads(labels.read_text(encoding="utf-8")),
             "model": {
-                "@misc": "spacy_recot.HFSeq2Seq.v1",
+                "@misc": "spacy_recot.HFSeq2Seq.v2",
                 "name_or_path": model_dir,
                 "max_input_tokens": max_input_tokens,
-                "generation": {"max_new_tokens": max_new_tokens, "num_beams": 1, "do_sample": False},
+                "max_new_tokens": max_new_tokens,
             },
             "prompt": {"@misc": BIO_PROMPTS[prompt]},
         },

@@ -10,6 +10,7 @@ on model output; what was repaired or dropped is counted.
 import ast
 import json
 import re
+import warnings
 from collections import Counter
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -141,7 +142,11 @@ def _load(candidate: str) -> Optional[Any]:
         pass
     try:
         # Single quotes, Python literals (True/None): a Python dict literal.
-        value = ast.literal_eval(candidate)
+        # Compiling the answer can warn (invalid escapes, "is" with a literal):
+        # a model's answer must not print to the user's stderr.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = ast.literal_eval(candidate)
         return value if isinstance(value, (dict, list)) else None
     except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
         return None

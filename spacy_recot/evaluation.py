@@ -1,33 +1,45 @@
 """Scoring a pipeline on converted datasets, both ways (spaCy's and the papers')."""
-import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import spacy
 from spacy.language import Language
-from spacy.tokens import DocBin
+from spacy.tokens import Doc
 from spacy.scorer import Scorer
 from spacy.training import Example
 
 from .component import USER_DATA_KEY
-from .conll import labels_file
+from .conll import labels_file, read_docbin, read_labels
 from .scoring import average_f, normalized_prf
 
 
-def read_examples(nlp: Language, path: Path, limit: int = 0) -> List[Example]:
-    """Examples whose predicted docs are made by the pipeline's tokenizer, as
-    `spacy evaluate` makes them."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"No data file at {path}")
-    docs = DocBin().from_disk(path).get_docs(nlp.vocab)
+TOKENIZATIONS = ("reference", "pipeline")
+
+
+def read_examples(nlp: Language, path: Path, limit: int = 0, tokenization: str = "reference") -> List[Example]:
+    """Examples from a converted `.spacy` set.
+
+    tokenization (str): "reference" (default) builds each predicted doc from
+        the dataset's own words, so the model sees exactly the words the papers'
+        evaluation shows it (GNER's protocol); "pipeline" re-tokenizes the text
+        with the pipeline's tokenizer, as `spacy evaluate` does.
+    """
+    return make_examples(nlp, read_docbin(path, nlp.vocab, limit), tokenization)
+
+
+def make_examples(nlp: Language, golds: Iterable[Doc], tokenization: str = "reference") -> List[Example]:
+    """Examples for gold docs, tokenized as `read_examples` describes."""
+    if tokenization not in TOKENIZATIONS:
+        raise ValueError(f"tokenization must be one of {TOKENIZATIONS}, not {tokenization!r}")
     examples = []
-    for i, gold in enumerate(docs):
-        if limit and i >= limit:
-            break
-        examples.append(Example(nlp.make_doc(gold.text), gold))
+    for gold in golds:
+        if tokenization == "reference":
+            predicted = Doc(nlp.vocab, words=[t.text for t in gold], spaces=[bool(t.whitespace_) for t in gold])
+        else:
+            predicted = nlp.make_doc(gold.text)
+        examples.append(Example(predicted, gold))
     return examples
 
 
@@ -38,17 +50,29 @@ def evaluate_dataset(
     labels: Optional[List[str]] = None,
     batch_size: int = 8,
 ) -> Dict[str, Any]:
-    """spaCy's scores, the normalized set scores and the parser's counts."""
+    """spaCy's scores, the normalized set scores and the parser's counts.
+
+    labels (Optional[List[str]]): Ask for these labels for this dataset only;
+        the component's own labels are restored afterwards.
+    batch_size (int): Docs buffered per call of the pipeline (the component's
+        own `batch_size` sets the prompts per backend call).
+    """
     pipe = nlp.get_pipe(component)
+    saved = list(pipe.labels)
     if labels is not None:
         pipe.labels = labels
-    start = time.perf_counter()
-    # As Language.evaluate does, but on the examples themselves, so that the
-    # predicted docs stay available for the normalized score and the counts.
-    docs = nlp.pipe((eg.predicted for eg in examples), batch_size=batch_size)
-    for eg, doc in zip(examples, docs):
-        eg.predicted = doc
-    seconds = time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        # As Language.evaluate does, but on the examples themselves, so that the
+        # predicted docs stay available for the normalized score and the counts.
+        docs = nlp.pipe((eg.predicted for eg in examples), batch_size=batch_size)
+        for eg, doc in zip(examples, docs):
+            eg.predicted = doc
+        seconds = time.perf_counter() - start
+        used = list(pipe.labels)
+    finally:
+        if labels is not None:
+            pipe.labels = saved
     scores = Scorer(nlp=nlp).score(list(examples))
     counts: Counter = Counter()
     for eg in examples:
@@ -63,7 +87,7 @@ def evaluate_dataset(
         "counts": dict(sorted(counts.items())),
         "n_docs": len(examples),
         "seconds": seconds,
-        "labels": list(pipe.labels),
+        "labels": used,
     }
 
 
@@ -77,22 +101,22 @@ def evaluate_pipeline(
     limit: int = 0,
     gpu_id: int = -1,
     show_progress: bool = False,
+    tokenization: str = "reference",
 ) -> Dict[str, Any]:
-    """Score a pipeline on each dataset and average the F1s."""
+    """Score a pipeline on each dataset and average the F1s (see `read_examples`
+    for `tokenization`)."""
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     nlp = spacy.load(pipeline)
     if component not in nlp.pipe_names:
         raise ValueError(f"The pipeline {pipeline} has no component '{component}' (it has {nlp.pipe_names})")
     nlp.get_pipe(component).show_progress = show_progress
-    results: Dict[str, Any] = {"pipeline": str(pipeline), "datasets": {}}
+    results: Dict[str, Any] = {"pipeline": str(pipeline), "tokenization": tokenization, "datasets": {}}
     for path in data:
         path = Path(path)
-        labels = None
-        if use_file_labels and labels_file(path).exists():
-            labels = json.loads(labels_file(path).read_text(encoding="utf-8"))
+        labels = read_labels(path) if use_file_labels and labels_file(path).exists() else None
         name = path.parent.name if path.stem in ("test", "dev", "train") else path.stem
-        examples = read_examples(nlp, path, limit)
+        examples = read_examples(nlp, path, limit, tokenization)
         results["datasets"][name] = evaluate_dataset(nlp, examples, component, labels, batch_size)
     results["average_ents_f"] = average_f(results["datasets"], "ents_f")
     results["average_normalized_f"] = average_f(

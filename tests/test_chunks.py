@@ -37,3 +37,15 @@ def test_sentence_starts():
     doc = nlp("One two. Three four.")
     assert sentence_starts(doc, doc_words(doc)) == [0, 3]
     assert sentence_starts(spacy.blank("en")("One two."), doc_words(doc)) is None
+
+
+def test_windows_overlap_and_cover_every_word():
+    chunk = Chunk.from_words([f"w{i}" for i in range(20)])
+    pieces = split_chunk(chunk, [1.0] * 20, 6.0, overlap=2)
+    assert all(len(p.words) <= 6 for p in pieces)
+    starts = [chunk.words.index(p.words[0]) for p in pieces]
+    assert starts == [0, 4, 8, 12, 16]  # each window shares 2 words with the one before
+    assert set(sum((p.words for p in pieces), [])) == set(chunk.words)
+    # Sentences that fit are not windowed (no overlap across sentence boundaries).
+    sents = split_chunk(chunk, [1.0] * 20, 6.0, boundaries=[5, 10, 15], overlap=2)
+    assert [len(p.words) for p in sents] == [5, 5, 5, 5]

@@ -11,7 +11,7 @@ def t5_nlp(path, **cfg):
     nlp = spacy.blank("en")
     config = {
         "labels": LABELS,
-        "model": {"@misc": "spacy_recot.HFSeq2Seq.v1", "name_or_path": str(path)},
+        "model": {"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": str(path)},
         "prompt": {"@misc": "spacy_recot.ReCoTPrompt.v1"},
     }
     config.update(cfg)
@@ -68,7 +68,7 @@ def test_long_doc_is_split_and_mapped_back(trained_t5_dir):
 
 
 def test_random_model_output_never_breaks_the_doc(tiny_t5_dir):
-    nlp = t5_nlp(tiny_t5_dir, store_io=True, model={"@misc": "spacy_recot.HFSeq2Seq.v1", "name_or_path": str(tiny_t5_dir), "generation": {"max_new_tokens": 30, "do_sample": True}})
+    nlp = t5_nlp(tiny_t5_dir, store_io=True, model={"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": str(tiny_t5_dir), "max_new_tokens": 30, "generation": {"do_sample": True}})
     for doc in nlp.pipe(["Barack Obama visited Paris.", "A second, rather different sentence (with brackets)."]):
         for ent in doc.ents:
             assert ent.label_ in LABELS and 0 <= ent.start_char < ent.end_char <= len(doc.text)
@@ -271,3 +271,17 @@ def test_long_doc_is_split_to_fit_the_entity_list_answer(trained_qwen3_dir):
     for item in io:
         words = item["prompt"].split("Sentence:\n", 1)[1].split()
         assert sum(max(c, 1) + 1 for c in pipe.model.count_tokens(words)) <= room_out
+
+
+def test_bio_output_budget_prices_the_dearest_tag(trained_t5_dir):
+    """An entity-dense doc: every chunk's answer, every word an entity, fits max_new_tokens."""
+    nlp = t5_nlp(trained_t5_dir, model={"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": str(trained_t5_dir), "max_new_tokens": 40})
+    pipe = nlp.get_pipe("recot_ner")
+    pipe.initialize()
+    doc = nlp.make_doc(" ".join(["Berlin"] * 60))
+    chunks = pipe._chunks(doc, pipe._limits())
+    assert len(chunks) > 1
+    for chunk in chunks:
+        for label in LABELS:
+            target = pipe.prompt.render_target(chunk, [(i, i + 1, label) for i in range(len(chunk.words))])
+            assert len(pipe.model.tokenizer(target)["input_ids"]) <= 40

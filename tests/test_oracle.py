@@ -5,6 +5,7 @@ import pytest
 import spacy
 from spacy.cli.evaluate import evaluate as spacy_evaluate
 
+from spacy_recot.chunks import Chunk
 from spacy_recot.conll import convert, labels_file
 from spacy_recot.evaluation import evaluate_dataset, read_examples
 
@@ -88,3 +89,41 @@ def test_bad_oracle_config():
         spacy.blank("en").add_pipe("recot_ner", config={"labels": ["x"], "model": {"@misc": "spacy_recot.Oracle.v1", "gold": "x.spacy", "noise": {"typo": 1.0}}})
     with pytest.raises(ValueError, match="asks for 'bio' output, but the model backend .* writes only 'entities' output"):
         spacy.blank("en").add_pipe("recot_ner", config={"labels": ["x"], "prompt": {"@misc": "spacy_recot.ReCoTPrompt.v1"}, "model": {"@misc": "spacy_recot.Oracle.v1", "gold": "x.spacy", "output_format": "entities"}})
+
+
+def test_entities_on_window_cuts_are_found_whole(tmp_path):
+    """A long doc without sentence boundaries is cut into overlapping windows:
+    every gold entity comes back whole, also those a cut goes through."""
+    from spacy.tokens import DocBin
+
+    nlp = spacy.blank("en")
+    words = []
+    for i in range(12):
+        words += ["Barack", "Obama", "met", f"x{i}", "in", "New", "York", "City", "today"]
+    doc = nlp(" ".join(words))
+    ents = []
+    for i, tok in enumerate(doc):
+        if tok.text == "Barack":
+            ents.append(doc[i : i + 2])
+            ents[-1].label_ = "person"
+        if tok.text == "New":
+            ents.append(doc[i : i + 3])
+            ents[-1].label_ = "location"
+    doc.ents = ents
+    DocBin(docs=[doc]).to_disk(tmp_path / "gold.spacy")
+    found = {}
+    for overlap in (0, 4):
+        nlp2 = spacy.blank("en")
+        pipe = nlp2.add_pipe(
+            "recot_ner",
+            config={"labels": ["person", "location"], "window_overlap": overlap, "store_io": True,
+                    "model": {"@misc": "spacy_recot.Oracle.v1", "gold": str(tmp_path / "gold.spacy")}},
+        )
+        pipe.initialize()
+        pipe.model.max_input_tokens = len(pipe.prompt.render(Chunk("", [], []), pipe.labels).split()) + 2 + 10
+        out = nlp2(doc.text)
+        assert len(out.user_data["recot"]["recot_ner"]["io"]) > 5
+        found[overlap] = [(e.start_char, e.end_char, e.label_) for e in out.ents]
+    gold = [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+    assert found[4] == gold
+    assert found[0] != gold  # without overlap, cuts through entities lose them

@@ -173,18 +173,13 @@ class DevScorer:
         max_new_tokens: int = 640,
     ):
         import spacy
-        from spacy.tokens import DocBin
 
-        from spacy_recot.conll import labels_file
+        from spacy_recot.conll import read_docbin, read_labels
 
         self.nlp = spacy.blank("en")
-        docs = list(DocBin().from_disk(path).get_docs(self.nlp.vocab))
-        self.docs = docs[:limit] if limit else docs
-        lf = labels_file(path)
-        self.labels = (
-            json.loads(lf.read_text(encoding="utf-8")) if lf.exists() else sorted({e.label_ for d in self.docs for e in d.ents})
-        )
-        generation: Dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False}
+        self.docs = read_docbin(path, self.nlp.vocab, limit)
+        self.labels = read_labels(path, self.docs)
+        generation: Dict[str, Any] = {}
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # ZeRO-3 shards the weights: every rank must step through generate together.
             generation["synced_gpus"] = True
@@ -196,9 +191,10 @@ class DevScorer:
             config={
                 "labels": self.labels,
                 "model": {
-                    "@misc": "spacy_recot.HFSeq2Seq.v1",
+                    "@misc": "spacy_recot.HFSeq2Seq.v2",
                     "name_or_path": "<the model in training>",
                     "max_input_tokens": max_source_length,
+                    "max_new_tokens": max_new_tokens,
                     "generation": generation,
                 },
                 "prompt": {"@misc": BIO_PROMPTS[prompt_name]},
@@ -209,15 +205,15 @@ class DevScorer:
     def score(self, model: Any, tokenizer: Any) -> Dict[str, float]:
         """Generate for every dev doc with `model` and score: precision, recall, f1 (spaCy's
         exact spans) and the papers' normalized F1."""
-        from spacy.training import Example
-
-        from spacy_recot.evaluation import evaluate_dataset
+        from spacy_recot.evaluation import evaluate_dataset, make_examples
 
         backend = self.nlp.get_pipe("recot_ner").model
-        backend.model, backend.tokenizer = model, tokenizer
-        examples = [Example(self.nlp.make_doc(d.text), d) for d in self.docs]
-        res = evaluate_dataset(self.nlp, examples, "recot_ner", self.labels, self.batch_size)
-        backend.model = backend.tokenizer = None
+        backend.use_model(model, tokenizer)
+        try:
+            examples = make_examples(self.nlp, self.docs)
+            res = evaluate_dataset(self.nlp, examples, "recot_ner", self.labels, self.batch_size)
+        finally:
+            backend.release()
         return {
             "precision": res["ents_p"],
             "recall": res["ents_r"],
