@@ -9,6 +9,7 @@ measured side by side in one process. Writes JSON.
 
     OMP_NUM_THREADS=1 python benchmarks/batching.py ../shared/data/gner/crossner_ai/test.txt
 """
+
 import os
 import platform
 import statistics
@@ -76,7 +77,9 @@ def main(
         "speedup_vs_batch_1": {str(k): medians[sizes[0]] / v for k, v in medians.items()},
     }
     for size in sizes:
-        typer.echo(f"batch {size:>3}: {len(texts) / medians[size]:7.2f} sentences/s  x{medians[sizes[0]] / medians[size]:.2f}")
+        typer.echo(
+            f"batch {size:>3}: {len(texts) / medians[size]:7.2f} sentences/s  x{medians[sizes[0]] / medians[size]:.2f}"
+        )
     write_results(output, results)
 
 

@@ -31,9 +31,40 @@ from spacy_recot.readers import OUTPUT_FORMATS, read_answer  # noqa: E402
 
 LABELS = ["person", "location", "programming language", "award"]
 VOCAB = [
-    "Barack", "Obama", "visited", "Paris", ".", ",", "(", ")", "New", "York", "İstanbul", "ß", "naïve",
-    "C++", "R-CODE", "machine-learning", "{", "}", '"', "'", "\\", "O", "(O)", "B-person", "e\u0301",
-    "\u200b", "日本", "🙂", "1999", "the", "of", "<think>", "</think>", "```",
+    "Barack",
+    "Obama",
+    "visited",
+    "Paris",
+    ".",
+    ",",
+    "(",
+    ")",
+    "New",
+    "York",
+    "İstanbul",
+    "ß",
+    "naïve",
+    "C++",
+    "R-CODE",
+    "machine-learning",
+    "{",
+    "}",
+    '"',
+    "'",
+    "\\",
+    "O",
+    "(O)",
+    "B-person",
+    "e\u0301",
+    "\u200b",
+    "日本",
+    "🙂",
+    "1999",
+    "the",
+    "of",
+    "<think>",
+    "</think>",
+    "```",
 ]
 
 
@@ -116,7 +147,11 @@ def adversarial(rng: random.Random, chunk: Chunk) -> str:
         lambda: "(" * depth + "B-person" + ")" * depth,
         lambda: "{'entities': {'person': [" + "9" * rng.randint(1, 5000) + "]}}",
         lambda: '{"entities": {"person": [1e999, NaN, Infinity, -0, true, null]}}',
-        lambda: "".join(chr(rng.randint(0, 0x10FFFF)) for _ in range(rng.randint(1, 200))).encode("utf-8", "replace").decode("utf-8", "replace"),
+        lambda: (
+            "".join(chr(rng.randint(0, 0x10FFFF)) for _ in range(rng.randint(1, 200)))
+            .encode("utf-8", "replace")
+            .decode("utf-8", "replace")
+        ),
         lambda: "<think>" * rng.randint(1, 50) + "</think>" * rng.randint(0, 50) + valid_entities(rng, chunk),
         lambda: "(O)" * rng.randint(1, 500),
         lambda: " ".join(f"{w}(B-{'x' * rng.randint(0, 300)})" for w in chunk.words),
@@ -141,7 +176,9 @@ def draw(rng: random.Random, chunk: Chunk) -> str:
         return base
     if roll < 0.8:
         return adversarial(rng, chunk)
-    return "".join(rng.choice(VOCAB + [" ", "(", ")", "{", "}", '"', ":", ",", "[", "]"]) for _ in range(rng.randint(0, 120)))
+    return "".join(
+        rng.choice(VOCAB + [" ", "(", ")", "{", "}", '"', ":", ",", "[", "]"]) for _ in range(rng.randint(0, 120))
+    )
 
 
 def run(n: int, seed: int = 0) -> Dict[str, object]:
@@ -189,7 +226,9 @@ def main(
     write_results(output, summary)
     for fmt in OUTPUT_FORMATS:
         res = summary[fmt]
-        typer.echo(f"{fmt}: {res['answers']} answers, {res['exceptions_or_invalid_spans']} failures, {res['warnings']} warnings, {res['seconds']} s")
+        typer.echo(
+            f"{fmt}: {res['answers']} answers, {res['exceptions_or_invalid_spans']} failures, {res['warnings']} warnings, {res['seconds']} s"
+        )
     if any(summary[fmt]["exceptions_or_invalid_spans"] or summary[fmt]["warnings"] for fmt in OUTPUT_FORMATS):
         raise typer.Exit(code=1)
 

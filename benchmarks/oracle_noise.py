@@ -7,7 +7,7 @@ repair counts. Writes JSON.
 
     python benchmarks/oracle_noise.py corpus/gner --output benchmarks/results/oracle_noise.json
 """
-import json
+
 import platform
 import time
 from pathlib import Path
@@ -32,7 +32,12 @@ def run(gold: Path, output_format: str, noise: Dict[str, float]) -> Dict:
         config={
             "labels": read_labels(gold),
             "prompt": {"@misc": PROMPTS[output_format]},
-            "model": {"@misc": "spacy_recot.Oracle.v1", "gold": str(gold), "output_format": output_format, "noise": noise},
+            "model": {
+                "@misc": "spacy_recot.Oracle.v1",
+                "gold": str(gold),
+                "output_format": output_format,
+                "noise": noise,
+            },
         },
     )
     res = evaluate_dataset(nlp, read_examples(nlp, gold), "recot_ner", batch_size=32)
@@ -60,8 +65,12 @@ def main(
             per_set = {path.parent.name: run(path, fmt, noise) for path in sets}
             avg_f = average_f(per_set, "ents_f")
             avg_norm = average_f(per_set, "normalized_f")
-            results["runs"][f"{fmt}/{mode}"] = {"average_ents_f": avg_f, "average_normalized_f": avg_norm, "datasets": per_set}
-            typer.echo(f"{fmt:<9} {mode:<14} exact F {avg_f*100:6.2f}   normalized F {avg_norm*100:6.2f}")
+            results["runs"][f"{fmt}/{mode}"] = {
+                "average_ents_f": avg_f,
+                "average_normalized_f": avg_norm,
+                "datasets": per_set,
+            }
+            typer.echo(f"{fmt:<9} {mode:<14} exact F {avg_f * 100:6.2f}   normalized F {avg_norm * 100:6.2f}")
     write_results(output, results)
 
 

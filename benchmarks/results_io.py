@@ -1,4 +1,5 @@
 """Writing benchmark results: one JSON file per benchmark, under benchmarks/results/."""
+
 import json
 from pathlib import Path
 from typing import Any, Dict

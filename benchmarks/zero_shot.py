@@ -14,6 +14,7 @@ A config file holds component settings as JSON (merged over the factory's
 defaults), e.g. {"model": {"@misc": "spacy_recot.PackagedCausal.v1", "constrained": false}}.
 Run one configuration per process: peak memory is the process's.
 """
+
 import json
 import platform
 import resource

@@ -7,6 +7,7 @@ tokenizer trained on DATA (the CPU smoke configuration); otherwise saves the
 checkpoint BASE_MODEL (a folder or a hub id, e.g. google/flan-t5-base) there.
 Writes OUTPUT_DIR/model and OUTPUT_DIR/source.txt (what it was made from).
 """
+
 from pathlib import Path
 
 import typer

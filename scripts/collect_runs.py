@@ -6,6 +6,7 @@ Reads every RUN/training_log.json below the folder (written by
 training/train_seq2seq.py) and writes a Markdown table and a JSON file beside it:
 run, prompt, loss, alpha, beta, best epoch's dev precision/recall/F1.
 """
+
 import json
 from pathlib import Path
 from typing import Any, Dict, List
@@ -38,10 +39,14 @@ def collect(folder: Path) -> List[Dict[str, Any]]:
 
 def to_markdown(rows: List[Dict[str, Any]]) -> str:
     """The rows as a Markdown table (scores in percent)."""
+
     def pct(x: Any) -> str:
         return f"{100 * x:.2f}" if isinstance(x, (int, float)) else "-"
 
-    lines = ["| run | prompt | loss | alpha | beta | best epoch | dev P | dev R | dev F1 |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | prompt | loss | alpha | beta | best epoch | dev P | dev R | dev F1 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         alpha, beta = (r["alpha"], r["beta"]) if r["loss"] == "rcloss" else ("-", "-")
         lines.append(
@@ -51,8 +56,10 @@ def to_markdown(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(folder: Path = typer.Argument(..., help="The folder of training runs (training/)."),
-         output: Path = typer.Option(Path("metrics/ablations.md"), "--output", "-o")) -> None:
+def main(
+    folder: Path = typer.Argument(..., help="The folder of training runs (training/)."),
+    output: Path = typer.Option(Path("metrics/ablations.md"), "--output", "-o"),
+) -> None:
     """Write the table of every run below FOLDER (Markdown and JSON)."""
     rows = collect(folder)
     if not rows:

@@ -5,6 +5,7 @@
 Labels come from the converted file's `.labels.json`. Evaluate the result with
 `python -m spacy evaluate`: with no noise, the entity F is 100.00.
 """
+
 import json
 from pathlib import Path
 
@@ -27,7 +28,12 @@ def main(
         config={
             "labels": read_labels(gold),
             "prompt": {"@misc": prompt},
-            "model": {"@misc": "spacy_recot.Oracle.v1", "gold": str(gold), "output_format": output_format, "noise": json.loads(noise)},
+            "model": {
+                "@misc": "spacy_recot.Oracle.v1",
+                "gold": str(gold),
+                "output_format": output_format,
+                "noise": json.loads(noise),
+            },
         },
     )
     nlp.to_disk(output_dir)

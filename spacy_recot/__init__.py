@@ -1,4 +1,5 @@
 """spacy-recot: zero-shot named entity recognition with generative models for spaCy."""
+
 from . import backends, oracle, packaged, prompts  # noqa: F401  (registers the spacy_recot.* functions)
 from .component import RecotNER, make_recot_ner
 

@@ -6,6 +6,7 @@ config can be resolved, and `spacy.load` can read the weights from the
 pipeline folder, without touching the network); `load()` reads them from
 `name_or_path`, `from_disk()` from a pipeline folder.
 """
+
 import os
 import tempfile
 import threading
@@ -132,9 +133,7 @@ class Backend:
 
 
 def _folder_to_bytes(folder: Path) -> bytes:
-    files = {
-        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
-    }
+    files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
     return srsly.msgpack_dumps({"files": files})
 
 
@@ -178,6 +177,15 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+DTYPES = ("auto", "float32", "float16", "bfloat16", "float64")
+
+
+def check_dtype(dtype: str) -> None:
+    """Refuse a dtype name torch does not have, before anything is loaded."""
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r} (model.dtype): use one of {list(DTYPES)}")
+
+
 def resolve_dtype(dtype: str, device: str) -> Any:
     import torch
 
@@ -187,16 +195,16 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     try:
         return getattr(torch, dtype)
     except AttributeError:
-        raise ModelLoadError(f"Unknown dtype '{dtype}' (model.dtype): use auto, float32, bfloat16 or float16.")
+        raise ModelLoadError(
+            f"Unknown dtype '{dtype}' (model.dtype): use auto, float32, bfloat16 or float16."
+        ) from None
 
 
 def load_pretrained(loader: Any, name_or_path: Union[str, Path], **kwargs: Any) -> Any:
     """`loader.from_pretrained(name_or_path)` with an error that says what to do."""
     source = str(name_or_path)
     if _looks_like_path(source) and not Path(source).expanduser().exists():
-        raise ModelLoadError(
-            f"No model folder at '{source}' (model.name_or_path): the path does not exist."
-        )
+        raise ModelLoadError(f"No model folder at '{source}' (model.name_or_path): the path does not exist.")
     try:
         return loader.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
@@ -268,6 +276,7 @@ class HFBackend(Backend):
         self.revision = revision
         self.device_name = device
         self.dtype_name = dtype
+        check_dtype(dtype)
         if not isinstance(max_input_tokens, int) or max_input_tokens < 1:
             raise ValueError(f"model.max_input_tokens must be a positive integer, not {max_input_tokens!r}")
         self.max_input_tokens = max_input_tokens
@@ -460,6 +469,19 @@ def make_hf_seq2seq_v2(
     )
 
 
+def check_xgrammar() -> None:
+    """Fail with the command to run when constrained decoding cannot work."""
+    try:
+        import xgrammar  # noqa: F401
+    except ImportError as err:
+        raise ModelLoadError(
+            "constrained = true (model.constrained) needs xgrammar, which is not installed. "
+            'Install it with: pip install "spacy-recot[default]" (or, to skip the GPU-only '
+            f"triton it pulls, pip install --no-deps {XGRAMMAR_REQUIREMENT} apache-tvm-ffi pydantic). "
+            f"{type(err).__name__}: {err}"
+        ) from err
+
+
 class HFCausalBackend(HFBackend):
     """A Hugging Face causal chat model (Qwen3, Qwen2.5, SmolLM2, ...) run with `generate`.
 
@@ -505,6 +527,8 @@ class HFCausalBackend(HFBackend):
         return kwargs
 
     def _load_from(self, source: Union[str, Path], **kwargs: Any) -> None:
+        if self.constrained:
+            check_xgrammar()
         super()._load_from(source, **kwargs)
         tokenizer = self.tokenizer
         if not getattr(tokenizer, "chat_template", None):

@@ -5,6 +5,7 @@ The model's text is untrusted: nothing here raises on it. `parse_bio` pulls
 input words with GNER's hierarchical matching, and `tags_to_spans` turns a
 tag sequence into word spans. Every repair is counted in a `Counter`.
 """
+
 import re
 import unicodedata
 from bisect import bisect_left
@@ -66,9 +67,7 @@ def parse_bio(text: str, counts: Optional[Counter] = None) -> Tuple[List[str], L
     return words, tags
 
 
-def normalize_tags(
-    tags: Sequence[str], labels: Sequence[str], counts: Optional[Counter] = None
-) -> List[str]:
+def normalize_tags(tags: Sequence[str], labels: Sequence[str], counts: Optional[Counter] = None) -> List[str]:
     """Map raw tags onto the offered labels; anything else becomes "O".
 
     Labels match case-insensitively and with runs of whitespace folded, and

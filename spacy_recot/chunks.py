@@ -5,6 +5,7 @@ sentence boundaries when the doc has them and at word windows otherwise. Every
 chunk keeps the absolute character offsets of its words, so whatever the model
 says about a chunk maps straight back onto the original doc.
 """
+
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Sequence, Tuple
 
@@ -141,4 +142,3 @@ def sentence_starts(doc: Doc, chunk: Chunk) -> Optional[List[int]]:
         return None
     char_starts = {sent.start_char for sent in doc.sents}
     return [i for i, (start, _) in enumerate(chunk.offsets) if start in char_starts]
-

@@ -1,4 +1,5 @@
 """Command line: `python -m spacy_recot <command>`."""
+
 import json
 from pathlib import Path
 from typing import List, Optional
@@ -18,7 +19,10 @@ def convert(
     input_path: Path = typer.Argument(..., help="A CoNLL BIO file (CrossNER, GNER layout, MIT), or a folder of them."),
     output_path: Path = typer.Argument(..., help="The .spacy file to write (a folder when INPUT is a folder)."),
     label_map: Optional[Path] = typer.Option(
-        None, "--label-map", "-m", help='JSON object renaming labels, e.g. {"programlang": "programming language"}; "O" drops a label.'
+        None,
+        "--label-map",
+        "-m",
+        help='JSON object renaming labels, e.g. {"programlang": "programming language"}; "O" drops a label.',
     ),
     labels: Optional[Path] = typer.Option(
         None, "--labels", "-l", help="label.txt with the label set (found beside INPUT in the GNER layout)."
@@ -31,7 +35,8 @@ def convert(
     folder tree is mirrored under OUTPUT (gner/crossner_ai/test.txt becomes
     OUTPUT/crossner_ai/test.spacy).
     """
-    from .conll import ConllFormatError, convert as run_convert, labels_file
+    from .conll import ConllFormatError, labels_file
+    from .conll import convert as run_convert
 
     if input_path.is_dir():
         jobs = [
@@ -49,7 +54,7 @@ def convert(
             n_docs, label_list, counts = run_convert(source, target, label_map, labels, limit)
         except ConllFormatError as err:
             typer.echo(f"Error: {err}", err=True)
-            raise typer.Exit(code=1)
+            raise typer.Exit(code=1) from None
         typer.echo(f"{source} -> {target}: {n_docs} docs, {len(label_list)} labels ({labels_file(target).name})")
         for key, value in sorted(counts.items()):
             typer.echo(f"  {key}: {value}")
@@ -60,15 +65,21 @@ def evaluate(
     pipeline: str = typer.Argument(..., help="A pipeline folder or package name."),
     data: List[Path] = typer.Argument(..., help="One or more converted .spacy files (one per dataset)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the scores as JSON here."),
-    component: str = typer.Option("recot_ner", "--component", "-c", help="The recot_ner component whose labels to set."),
+    component: str = typer.Option(
+        "recot_ner", "--component", "-c", help="The recot_ner component whose labels to set."
+    ),
     use_file_labels: bool = typer.Option(
-        True, "--file-labels/--pipeline-labels", help="Ask for each dataset's own labels (DATA.labels.json) when it has them."
+        True,
+        "--file-labels/--pipeline-labels",
+        help="Ask for each dataset's own labels (DATA.labels.json) when it has them.",
     ),
     batch_size: int = typer.Option(8, "--batch-size", "-b"),
     limit: int = typer.Option(0, "--limit", "-n", help="Only the first N docs of each dataset (0: all)."),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g"),
     tokenization: str = typer.Option(
-        "reference", "--tokenization", "-t",
+        "reference",
+        "--tokenization",
+        "-t",
         help="reference: docs made of the dataset's own words (the papers' protocol); pipeline: the text re-tokenized by the pipeline, as `spacy evaluate` does.",
     ),
 ) -> None:
@@ -79,23 +90,43 @@ def evaluate(
     if tokenization not in TOKENIZATIONS:
         raise typer.BadParameter(f"--tokenization must be one of {list(TOKENIZATIONS)}, not {tokenization!r}")
     if tokenization == "reference":
-        typer.echo("Docs are built from each dataset's own words, as the papers evaluate (--tokenization pipeline: spaCy's tokenizer).")
+        typer.echo(
+            "Docs are built from each dataset's own words, as the papers evaluate (--tokenization pipeline: spaCy's tokenizer)."
+        )
     else:
-        typer.echo("Docs are re-tokenized by the pipeline, as `spacy evaluate` does (the papers' protocol: --tokenization reference).")
-    results = evaluate_pipeline(
-        pipeline, data, component=component, use_file_labels=use_file_labels,
-        batch_size=batch_size, limit=limit, gpu_id=gpu_id, show_progress=True, tokenization=tokenization,
-    )
+        typer.echo(
+            "Docs are re-tokenized by the pipeline, as `spacy evaluate` does (the papers' protocol: --tokenization reference)."
+        )
+    missing = [str(path) for path in data if not path.exists()]
+    if missing:
+        typer.echo(f"Error: no data file at {', '.join(missing)}", err=True)
+        raise typer.Exit(code=1)
+    try:
+        results = evaluate_pipeline(
+            pipeline,
+            data,
+            component=component,
+            use_file_labels=use_file_labels,
+            batch_size=batch_size,
+            limit=limit,
+            gpu_id=gpu_id,
+            show_progress=True,
+            tokenization=tokenization,
+        )
+    except (OSError, ValueError) as err:
+        # Bad pipelines, labels files and models: the message says which.
+        typer.echo(f"Error: {type(err).__name__}: {err}", err=True)
+        raise typer.Exit(code=1) from None
     header = f"{'dataset':<24} {'P':>7} {'R':>7} {'F':>7}   {'norm F':>7}  docs"
     typer.echo(header)
     for name, res in results["datasets"].items():
         typer.echo(
-            f"{name:<24} {res['ents_p']*100:7.2f} {res['ents_r']*100:7.2f} {res['ents_f']*100:7.2f}   "
-            f"{res['normalized']['f']*100:7.2f}  {res['n_docs']}"
+            f"{name:<24} {res['ents_p'] * 100:7.2f} {res['ents_r'] * 100:7.2f} {res['ents_f'] * 100:7.2f}   "
+            f"{res['normalized']['f'] * 100:7.2f}  {res['n_docs']}"
         )
     typer.echo(
-        f"{'average':<24} {'':>7} {'':>7} {results['average_ents_f']*100:7.2f}   "
-        f"{results['average_normalized_f']*100:7.2f}"
+        f"{'average':<24} {'':>7} {'':>7} {results['average_ents_f'] * 100:7.2f}   "
+        f"{results['average_normalized_f'] * 100:7.2f}"
     )
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -105,20 +136,37 @@ def evaluate(
 
 @app.command()
 def preprocess(
-    input_path: Path = typer.Argument(..., help="Pile-NER: the conversation format (Universal-NER/Pile-NER-type, JSON or JSON lines) or GLiNER's token format; or a converted CoNLL set (.spacy)."),
+    input_path: Path = typer.Argument(
+        ...,
+        help="Pile-NER: the conversation format (Universal-NER/Pile-NER-type, JSON or JSON lines) or GLiNER's token format; or a converted CoNLL set (.spacy).",
+    ),
     output_path: Path = typer.Argument(..., help="The instruction data to write (JSON lines)."),
     prompt: str = typer.Option("recot", "--prompt", "-p", help="recot (two-step chain of thought) or gner."),
-    negatives: int = typer.Option(0, "--negatives", help="Labels sampled from the whole file's label set and added to each instance."),
-    max_words: int = typer.Option(120, "--max-words", help="Split longer passages (between entities), when no tokenizer is given."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "-t", help="Measure length in this tokenizer's tokens (a folder or hub id) instead of words."),
-    max_source_tokens: int = typer.Option(640, "--max-source-tokens", help="With --tokenizer: the longest source (prompt, labels, words)."),
+    negatives: int = typer.Option(
+        0, "--negatives", help="Labels sampled from the whole file's label set and added to each instance."
+    ),
+    max_words: int = typer.Option(
+        120, "--max-words", help="Split longer passages (between entities), when no tokenizer is given."
+    ),
+    tokenizer: Optional[str] = typer.Option(
+        None,
+        "--tokenizer",
+        "-t",
+        help="Measure length in this tokenizer's tokens (a folder or hub id) instead of words.",
+    ),
+    max_source_tokens: int = typer.Option(
+        640, "--max-source-tokens", help="With --tokenizer: the longest source (prompt, labels, words)."
+    ),
     max_target_tokens: int = typer.Option(640, "--max-target-tokens", help="With --tokenizer: the longest target."),
-    keep_case: bool = typer.Option(False, "--keep-case", help="Keep the labels' case (default: lower-case, as the test sets)."),
+    keep_case: bool = typer.Option(
+        False, "--keep-case", help="Keep the labels' case (default: lower-case, as the test sets)."
+    ),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Turn Pile-NER into instruction data for the seq2seq model: per passage the
     prompt with its labels (shuffled per instance) and every word with its BIO tag."""
-    from .instruction_data import InstructionDataError, preprocess as run_preprocess
+    from .instruction_data import InstructionDataError
+    from .instruction_data import preprocess as run_preprocess
 
     tok = None
     if tokenizer is not None:
@@ -129,12 +177,20 @@ def preprocess(
         tok = load_pretrained(AutoTokenizer, tokenizer)
     try:
         counts = run_preprocess(
-            input_path, output_path, prompt=prompt, seed=seed, n_negatives=negatives,
-            max_words=max_words, tokenizer=tok, max_source_tokens=max_source_tokens, max_target_tokens=max_target_tokens, lowercase=not keep_case,
+            input_path,
+            output_path,
+            prompt=prompt,
+            seed=seed,
+            n_negatives=negatives,
+            max_words=max_words,
+            tokenizer=tok,
+            max_source_tokens=max_source_tokens,
+            max_target_tokens=max_target_tokens,
+            lowercase=not keep_case,
         )
     except (InstructionDataError, ValueError) as err:
         typer.echo(f"Error: {err}", err=True)
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=1) from None
     typer.echo(f"{input_path} -> {output_path}")
     for key, value in sorted(counts.items()):
         typer.echo(f"  {key}: {value}")
@@ -142,12 +198,18 @@ def preprocess(
 
 @app.command("init-pipeline")
 def init_pipeline(
-    model_dir: str = typer.Argument(..., help="A trained T5 / Flan-T5 model: a folder (train_seq2seq.py's --output-dir) or a hub id."),
+    model_dir: str = typer.Argument(
+        ..., help="A trained T5 / Flan-T5 model: a folder (train_seq2seq.py's --output-dir) or a hub id."
+    ),
     output_dir: Path = typer.Argument(..., help="Where to write the spaCy pipeline."),
-    labels: Path = typer.Option(..., "--labels", "-l", help="The entity types: a JSON list (e.g. a converted set's .labels.json)."),
+    labels: Path = typer.Option(
+        ..., "--labels", "-l", help="The entity types: a JSON list (e.g. a converted set's .labels.json)."
+    ),
     prompt: str = typer.Option("recot", "--prompt", "-p", help="The prompt the model was trained on: recot or gner."),
     name: str = typer.Option("recot_ner", "--name", help="The pipeline's meta name (spacy package uses it)."),
-    max_input_tokens: int = typer.Option(640, "--max-input-tokens", help="Longer docs are split (use training's --max-source-length)."),
+    max_input_tokens: int = typer.Option(
+        640, "--max-input-tokens", help="Longer docs are split (use training's --max-source-length)."
+    ),
     max_new_tokens: int = typer.Option(640, "--max-new-tokens"),
 ) -> None:
     """Write a spaCy pipeline (blank English + recot_ner) around a trained seq2seq
@@ -185,7 +247,9 @@ def init_pipeline(
 @app.command("tiny-t5")
 def tiny_t5_command(
     output_dir: Path = typer.Argument(..., help="Where to save the model and tokenizer."),
-    data: List[Path] = typer.Argument(..., help="Instruction data (JSON lines) whose sources and targets train the tokenizer."),
+    data: List[Path] = typer.Argument(
+        ..., help="Instruction data (JSON lines) whose sources and targets train the tokenizer."
+    ),
     vocab_size: int = typer.Option(800, "--vocab-size"),
     d_model: int = typer.Option(64, "--d-model"),
     layers: int = typer.Option(2, "--layers"),

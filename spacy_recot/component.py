@@ -5,6 +5,7 @@ model backend for text, parses that text into labelled spans and sets
 `doc.ents`. What was asked, answered, repaired and dropped is kept per doc in
 `doc.user_data["recot"][<component name>]` as plain JSON values.
 """
+
 import json
 import weakref
 from collections import Counter

@@ -6,6 +6,7 @@ tag the last (CrossNER, GNER, CoNLL-2003), or the tag first and the word
 second (MIT's original `.bio` files); the layout is detected per file. Any
 line that fits neither fails with the file name and line number.
 """
+
 import json
 import re
 from collections import Counter
@@ -121,16 +122,12 @@ def load_label_map(path: Optional[Path]) -> Dict[str, str]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ConllFormatError(f"{path}: not a readable JSON label map ({err})") from None
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    ):
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise ConllFormatError(f"{path}: a label map must be a JSON object of strings to strings")
     return data
 
 
-def clean_tags(
-    tags: Sequence[str], label_map: Dict[str, str], counts: Counter
-) -> List[str]:
+def clean_tags(tags: Sequence[str], label_map: Dict[str, str], counts: Counter) -> List[str]:
     """Rename labels and repair orphan `I-` tags (they open an entity instead)."""
     out: List[str] = []
     for tag in tags:
@@ -186,13 +183,12 @@ def convert(
     labels_path = labels_path or find_label_file(input_path)
     seen = sorted({ent.label_ for doc in docs for ent in doc.ents})
     if labels_path is not None:
-        labels = [label_map.get(l, l) for l in read_label_file(labels_path)]
-        labels = [l for l in labels if l not in ("", "O")]
-        unknown = [l for l in seen if l not in labels]
+        labels = [label_map.get(label, label) for label in read_label_file(labels_path)]
+        labels = [label for label in labels if label not in ("", "O")]
+        unknown = [label for label in seen if label not in labels]
         if unknown:
             raise ConllFormatError(
-                f"{input_path}: labels {unknown} are not in {labels_path}; "
-                "add them there or map them with a label map"
+                f"{input_path}: labels {unknown} are not in {labels_path}; add them there or map them with a label map"
             )
     else:
         labels = seen

@@ -12,6 +12,7 @@ contain "<" before its closing tag.
 xgrammar compiles the grammar against the tokenizer's vocabulary and masks the
 logits of every token that would leave it (its `contrib.hf.LogitsProcessor`).
 """
+
 import json
 from typing import Any, Dict, List, Sequence
 
@@ -69,19 +70,14 @@ def answer_schema(labels: Sequence[str], entities: Sequence[str]) -> Dict[str, A
 class EntityConstraint:
     """Builds and compiles the grammar of each request for one tokenizer."""
 
-    def __init__(
-        self, tokenizer: Any, *, vocab_size: int, max_entity_words: int = 12, thinking: str = "optional"
-    ):
+    def __init__(self, tokenizer: Any, *, vocab_size: int, max_entity_words: int = 12, thinking: str = "optional"):
         """thinking (str): "optional" (the model may write a think block first),
         "opened" (the prompt opened one: the model must close it) or "off"."""
-        try:
-            import xgrammar
-        except ImportError as err:
-            raise ImportError(
-                "constrained = true needs xgrammar: "
-                "pip install --no-deps xgrammar==0.2.8 apache-tvm-ffi pydantic "
-                "(--no-deps skips triton, which only its CUDA path uses)"
-            ) from err
+        from .backends import check_xgrammar
+
+        check_xgrammar()
+        import xgrammar
+
         self.xgr = xgrammar
         info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
         self.compiler = xgrammar.GrammarCompiler(info)

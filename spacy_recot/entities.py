@@ -7,6 +7,7 @@ really write) and returns the rationale and a list of (text, label) pairs.
 spacy-llm's `find_substrings(..., find_after=...)` does. Nothing here raises
 on model output; what was repaired or dropped is counted.
 """
+
 import ast
 import json
 import re
@@ -71,9 +72,7 @@ def reason_for(sentences: Sequence[str], text: str) -> Optional[str]:
     words = text.split()
     if not words:
         return None
-    pattern = re.compile(
-        r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)", re.IGNORECASE
-    )
+    pattern = re.compile(r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)", re.IGNORECASE)
     for sentence in sentences:
         if pattern.search(sentence):
             return sentence

@@ -1,4 +1,5 @@
 """Scoring a pipeline on converted datasets, both ways (spaCy's and the papers')."""
+
 import time
 from collections import Counter
 from pathlib import Path
@@ -6,14 +7,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import spacy
 from spacy.language import Language
-from spacy.tokens import Doc
 from spacy.scorer import Scorer
+from spacy.tokens import Doc
 from spacy.training import Example
 
 from .component import USER_DATA_KEY
 from .conll import labels_file, read_docbin, read_labels
 from .scoring import average_f, normalized_prf
-
 
 TOKENIZATIONS = ("reference", "pipeline")
 
@@ -119,7 +119,5 @@ def evaluate_pipeline(
         examples = read_examples(nlp, path, limit, tokenization)
         results["datasets"][name] = evaluate_dataset(nlp, examples, component, labels, batch_size)
     results["average_ents_f"] = average_f(results["datasets"], "ents_f")
-    results["average_normalized_f"] = average_f(
-        {k: v["normalized"] for k, v in results["datasets"].items()}, "f"
-    )
+    results["average_normalized_f"] = average_f({k: v["normalized"] for k, v in results["datasets"].items()}, "f")
     return results

@@ -14,6 +14,7 @@ GNER's instruction) with the passage's labels (shuffled per instance, plus
 sampled negative labels), target = every word with its BIO tag. A passage
 longer than the limit is split between entities, never inside one.
 """
+
 import json
 import random
 from collections import Counter
@@ -21,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .chunks import Chunk, split_chunk
 from .bio import tags_to_spans
+from .chunks import Chunk, split_chunk
 from .prompts import bio_prompt, spans_to_tags
+
 QUESTION_PREFIX = "What describes "
 QUESTION_SUFFIX = " in the text?"
 
@@ -72,16 +74,12 @@ def _gliner_passage(path: Path, i: int, record: Dict[str, Any]) -> Passage:
             raise InstructionDataError(f"{path} record {i}: 'ner' item {item!r} is not [start, end, label]")
         start, end, label = item
         if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end < len(words)):
-            raise InstructionDataError(
-                f"{path} record {i}: 'ner' span {item!r} is outside the {len(words)} words"
-            )
+            raise InstructionDataError(f"{path} record {i}: 'ner' span {item!r} is outside the {len(words)} words")
         spans.append((start, end + 1, label))
     return Passage(str(record.get("id", i)), [str(w) for w in words], spans)
 
 
-def _conversation_passage(
-    path: Path, i: int, record: Dict[str, Any], tokenizer: Any, counts: Counter
-) -> Passage:
+def _conversation_passage(path: Path, i: int, record: Dict[str, Any], tokenizer: Any, counts: Counter) -> Passage:
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise InstructionDataError(f"{path} record {i}: expected a 'conversations' list")
@@ -218,8 +216,9 @@ def make_instances(
     if tokenizer is None:
         costs = [1.0 / max_words] * len(passage.words)
     else:
-        costs = _token_costs(tokenizer, prompt, passage.words, tags, asked, label_pool, n_negatives,
-                             max_source_tokens, max_target_tokens)
+        costs = _token_costs(
+            tokenizer, prompt, passage.words, tags, asked, label_pool, n_negatives, max_source_tokens, max_target_tokens
+        )
     # A piece may start at any word that does not continue an entity.
     allowed = [i for i, tag in enumerate(tags) if not tag.startswith("I-")]
     pieces = split_chunk(chunk, costs, 1.0, allowed) if passage.words else []
@@ -272,7 +271,7 @@ def _token_costs(
     the target the tokens of `word(tag)` and a space; a piece fits at 1.0."""
     if not words:
         return []
-    longest = sorted((l for l in label_pool if l not in asked), key=len, reverse=True)[:n_negatives]
+    longest = sorted((label for label in label_pool if label not in asked), key=len, reverse=True)[:n_negatives]
     overhead = len(tokenizer(prompt.render(Chunk.from_words([]), sorted(asked) + longest))["input_ids"])
     room_source = max(max_source_tokens - overhead, 1)
     room_target = max(max_target_tokens - 1, 1)  # 1: the end-of-sequence token
@@ -298,16 +297,24 @@ def preprocess(
     renderer = bio_prompt(prompt)
     counts: Counter = Counter()
     passages = list(read_pile_ner(input_path, counts))
-    pool = sorted({normalize_label(l, lowercase) for p in passages for _, _, l in p.spans})
+    pool = sorted({normalize_label(label, lowercase) for p in passages for _, _, label in p.spans})
     rng = random.Random(seed)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with output_path.open("w", encoding="utf-8") as out:
         for passage in passages:
             counts["passages"] += 1
             for instance in make_instances(
-                passage, renderer, rng, label_pool=pool, n_negatives=n_negatives,
-                max_words=max_words, tokenizer=tokenizer, max_source_tokens=max_source_tokens,
-                max_target_tokens=max_target_tokens, lowercase=lowercase, counts=counts,
+                passage,
+                renderer,
+                rng,
+                label_pool=pool,
+                n_negatives=n_negatives,
+                max_words=max_words,
+                tokenizer=tokenizer,
+                max_source_tokens=max_source_tokens,
+                max_target_tokens=max_target_tokens,
+                lowercase=lowercase,
+                counts=counts,
             ):
                 instance["prompt"] = prompt
                 out.write(json.dumps(instance, ensure_ascii=False) + "\n")

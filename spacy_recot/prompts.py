@@ -5,6 +5,7 @@ a gold answer in the model's output format (`render_target`, used to build
 training data and by the oracle backend), and names the output format its
 answers are parsed with (`output_format`: "bio" or "entities").
 """
+
 import json
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -180,9 +181,7 @@ class ReasoningNERPrompt(Prompt):
 
     def __init__(self, example_labels: str = "placeholders", drop_generic_labels: bool = True):
         if example_labels not in ("placeholders", "schema"):
-            raise ValueError(
-                f"example_labels must be 'placeholders' or 'schema', not {example_labels!r}"
-            )
+            raise ValueError(f"example_labels must be 'placeholders' or 'schema', not {example_labels!r}")
         self.example_labels = example_labels
         self.drop_generic_labels = drop_generic_labels
 
@@ -211,7 +210,9 @@ class ReasoningNERPrompt(Prompt):
         )
         if descriptions:
             # Not part of ReasoningNER's prompt: only added when asked for.
-            text = text.replace("\n\nOutput format:", "\n" + _descriptions_block(labels, descriptions) + "\nOutput format:")
+            text = text.replace(
+                "\n\nOutput format:", "\n" + _descriptions_block(labels, descriptions) + "\nOutput format:"
+            )
         return text
 
     def render_target(self, chunk: Chunk, spans: Sequence[WordSpan], rationale: str = "") -> str:

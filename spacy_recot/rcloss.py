@@ -6,6 +6,7 @@ a BIO tag (the `B` of `(B-type)`) and `beta * (1 - p_t)` otherwise: a focal
 weight that, with alpha > beta, makes missing the start of an entity cost
 more than any other slip, which pushes the model towards recall.
 """
+
 import re
 from typing import Any, List, Optional, Sequence, Tuple
 

@@ -7,6 +7,7 @@ strips punctuation and the articles a/an/the and collapses whitespace; then
 micro precision/recall/F1 per dataset, and the plain average of the datasets'
 F1.
 """
+
 import re
 import string
 from typing import Dict, Iterable, List, Set, Tuple

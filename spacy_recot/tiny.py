@@ -7,6 +7,7 @@ a real sentencepiece unigram tokenizer with T5's special ids and a real
 tokens and a chat template and a real `Qwen3ForCausalLM`; each of a few
 hundred thousand parameters at most.
 """
+
 import io
 from typing import Any, Iterable
 

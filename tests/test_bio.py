@@ -71,7 +71,9 @@ def test_align_exact():
 
 def test_align_subsequence_missing_word():
     counts = Counter()
-    tags = align_tags(["Barack", "Obama", "visited", "Paris"], ["Barack", "visited", "Paris"], ["B-person", "O", "B-location"], counts)
+    tags = align_tags(
+        ["Barack", "Obama", "visited", "Paris"], ["Barack", "visited", "Paris"], ["B-person", "O", "B-location"], counts
+    )
     assert tags == ["B-person", "O", "O", "B-location"]
     assert counts["aligned_subsequence"] == 1 and counts["input_words_unmatched"] == 1
 
@@ -87,7 +89,9 @@ def test_align_lcs_inserted_and_substituted_words():
 
 def test_align_repairs_respelled_word_by_position():
     counts = Counter()
-    tags = align_tags(["Tōkyō", "is", "big", "x"], ["Tokyo", "is", "big", "y", "z"], ["B-location", "O", "O", "O", "O"], counts)
+    tags = align_tags(
+        ["Tōkyō", "is", "big", "x"], ["Tokyo", "is", "big", "y", "z"], ["B-location", "O", "O", "O", "O"], counts
+    )
     assert tags[0] == "B-location"
     assert counts["words_paired_by_position"] == 1
 
@@ -117,10 +121,17 @@ def test_contains_in_order():
 
 
 def test_tags_to_spans():
-    assert tags_to_spans(["B-a", "I-a", "O", "B-b", "B-b", "I-c"]) == [(0, 2, "a"), (3, 4, "b"), (4, 5, "b"), (5, 6, "c")]
+    assert tags_to_spans(["B-a", "I-a", "O", "B-b", "B-b", "I-c"]) == [
+        (0, 2, "a"),
+        (3, 4, "b"),
+        (4, 5, "b"),
+        (5, 6, "c"),
+    ]
 
 
-words_st = st.lists(st.text(min_size=1, max_size=6).filter(lambda w: not any(c.isspace() for c in w)), min_size=0, max_size=12)
+words_st = st.lists(
+    st.text(min_size=1, max_size=6).filter(lambda w: not any(c.isspace() for c in w)), min_size=0, max_size=12
+)
 
 
 @settings(max_examples=300, deadline=None)

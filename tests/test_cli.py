@@ -20,7 +20,14 @@ def test_convert_and_evaluate(tmp_path):
     import spacy
 
     nlp = spacy.blank("en")
-    nlp.add_pipe("recot_ner", config={"labels": ["person"], "prompt": {"@misc": "spacy_recot.GNERPrompt.v1"}, "model": {"@misc": "spacy_recot.Oracle.v1", "gold": str(out), "noise": {"drop_word": 1.0}}})
+    nlp.add_pipe(
+        "recot_ner",
+        config={
+            "labels": ["person"],
+            "prompt": {"@misc": "spacy_recot.GNERPrompt.v1"},
+            "model": {"@misc": "spacy_recot.Oracle.v1", "gold": str(out), "noise": {"drop_word": 1.0}},
+        },
+    )
     nlp.to_disk(tmp_path / "oracle")
     metrics = tmp_path / "metrics.json"
     result = runner.invoke(app, ["evaluate", str(tmp_path / "oracle"), str(out), "--output", str(metrics)])

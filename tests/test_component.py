@@ -1,4 +1,5 @@
 """The component on the real seq2seq path: tiny T5 models built in the session."""
+
 import pytest
 import spacy
 
@@ -68,7 +69,16 @@ def test_long_doc_is_split_and_mapped_back(trained_t5_dir):
 
 
 def test_random_model_output_never_breaks_the_doc(tiny_t5_dir):
-    nlp = t5_nlp(tiny_t5_dir, store_io=True, model={"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": str(tiny_t5_dir), "max_new_tokens": 30, "generation": {"do_sample": True}})
+    nlp = t5_nlp(
+        tiny_t5_dir,
+        store_io=True,
+        model={
+            "@misc": "spacy_recot.HFSeq2Seq.v2",
+            "name_or_path": str(tiny_t5_dir),
+            "max_new_tokens": 30,
+            "generation": {"do_sample": True},
+        },
+    )
     for doc in nlp.pipe(["Barack Obama visited Paris.", "A second, rather different sentence (with brackets)."]):
         for ent in doc.ents:
             assert ent.label_ in LABELS and 0 <= ent.start_char < ent.end_char <= len(doc.text)
@@ -84,7 +94,9 @@ def test_progress_bar(trained_t5_dir, capsys):
 
 def test_unknown_model_path_names_the_key(tmp_path):
     nlp = t5_nlp(tmp_path / "no-such-model")
-    with pytest.raises(ModelLoadError, match=r"components.recot_ner.model: No model folder at .*no-such-model.*model.name_or_path"):
+    with pytest.raises(
+        ModelLoadError, match=r"components.recot_ner.model: No model folder at .*no-such-model.*model.name_or_path"
+    ):
         nlp("Hello")
     with pytest.raises(ModelLoadError, match="Hugging Face Hub could not provide it"):
         t5_nlp("no-such-org/no-such-model")("Hello")
@@ -98,13 +110,23 @@ def test_unknown_model_path_names_the_key(tmp_path):
     "cfg,match",
     [
         ({"labels": ["PER", "per"]}, "'PER' and 'per' differ only in case"),
-        ({"labels": ["unit (SI)"], "model": {"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": "x"}}, "cannot carry"),
+        (
+            {"labels": ["unit (SI)"], "model": {"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": "x"}},
+            "cannot carry",
+        ),
         (
             {"labels": ["a"], "prompt": {"@misc": "spacy_recot.GNERPrompt.v1"}},
             "prompt BIOPrompt asks for 'bio' output, but the model backend PackagedCausalBackend writes only 'entities'",
         ),
         (
-            {"labels": ["a"], "model": {"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": "x", "generation": {"max_new_tokens": 9}}},
+            {
+                "labels": ["a"],
+                "model": {
+                    "@misc": "spacy_recot.HFSeq2Seq.v2",
+                    "name_or_path": "x",
+                    "generation": {"max_new_tokens": 9},
+                },
+            },
             "set model.max_new_tokens instead",
         ),
         ({"labels": ["a"], "batch_size": 0}, "batch_size must be an integer of at least 1"),
@@ -163,9 +185,11 @@ def test_record_is_json_and_survives_docbin(trained_t5_dir):
     doc = nlp("Barack Obama visited Paris.")
     record = doc.user_data["recot"]["recot_ner"]
     assert json.loads(json.dumps(record)) == record
-    (back,) = DocBin(docs=[doc], store_user_data=True).from_bytes(
-        DocBin(docs=[doc], store_user_data=True).to_bytes()
-    ).get_docs(nlp.vocab)
+    (back,) = (
+        DocBin(docs=[doc], store_user_data=True)
+        .from_bytes(DocBin(docs=[doc], store_user_data=True).to_bytes())
+        .get_docs(nlp.vocab)
+    )
     # DocBin's msgpack gives lists back as tuples; the content is the same.
     assert json.loads(json.dumps(back.user_data["recot"]["recot_ner"])) == record
 
@@ -275,7 +299,10 @@ def test_long_doc_is_split_to_fit_the_entity_list_answer(trained_qwen3_dir):
 
 def test_bio_output_budget_prices_the_dearest_tag(trained_t5_dir):
     """An entity-dense doc: every chunk's answer, every word an entity, fits max_new_tokens."""
-    nlp = t5_nlp(trained_t5_dir, model={"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": str(trained_t5_dir), "max_new_tokens": 40})
+    nlp = t5_nlp(
+        trained_t5_dir,
+        model={"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": str(trained_t5_dir), "max_new_tokens": 40},
+    )
     pipe = nlp.get_pipe("recot_ner")
     pipe.initialize()
     doc = nlp.make_doc(" ".join(["Berlin"] * 60))

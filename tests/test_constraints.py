@@ -1,4 +1,5 @@
 """Constrained decoding: grammars built from the text, enforced on a real (tiny) Qwen3."""
+
 import json
 from collections import Counter
 
@@ -85,7 +86,9 @@ def test_trained_model_unchanged_under_the_grammar(trained_qwen3_dir):
 
     free = make_hf_causal(str(trained_qwen3_dir), generation={"max_new_tokens": 120, "do_sample": False})
     free.load()
-    bound = make_hf_causal(str(trained_qwen3_dir), constrained=True, generation={"max_new_tokens": 120, "do_sample": False})
+    bound = make_hf_causal(
+        str(trained_qwen3_dir), constrained=True, generation={"max_new_tokens": 120, "do_sample": False}
+    )
     bound.load()
     requests = reasoning_requests(SENTENCES[::2])
     free_out, bound_out = free(requests), bound(requests)
@@ -96,7 +99,9 @@ def test_trained_model_unchanged_under_the_grammar(trained_qwen3_dir):
 def test_constrained_backend_only_takes_entity_prompts(tiny_qwen3_dir):
     import spacy
 
-    with pytest.raises(ValueError, match="asks for 'bio' output, but the model backend .* writes only 'entities' output"):
+    with pytest.raises(
+        ValueError, match="asks for 'bio' output, but the model backend .* writes only 'entities' output"
+    ):
         spacy.blank("en").add_pipe(
             "recot_ner",
             config={
@@ -111,7 +116,11 @@ def test_constrained_backend_only_takes_entity_prompts(tiny_qwen3_dir):
     "mode,answer,ok",
     [
         ("optional", '{"entities": {"person": ["Barack Obama"]}}', True),
-        ("optional", '<think>\nObama is a person.\n</think>\n{"entities": {"location": ["Paris"], "person": []}}', True),
+        (
+            "optional",
+            '<think>\nObama is a person.\n</think>\n{"entities": {"location": ["Paris"], "person": []}}',
+            True,
+        ),
         ("optional", 'Sure! {"entities": {}}', False),  # free text outside a think block
         ("optional", '{"entities": {"person": ["Barack"], "animal": ["Paris"]}}', False),  # label not offered
         ("optional", '{"entities": {"person": ["Obama visited"]}}', True),  # a word n-gram of the text

@@ -15,14 +15,18 @@ def parse(text):
 
 
 def test_canonical_format_with_rationale():
-    rationale, items, counts = parse('<think>\nObama is a person.\n</think>\n{"entities": {"person": ["Barack Obama"], "location": ["Paris"]}}')
+    rationale, items, counts = parse(
+        '<think>\nObama is a person.\n</think>\n{"entities": {"person": ["Barack Obama"], "location": ["Paris"]}}'
+    )
     assert rationale == "Obama is a person."
     assert items == [("Barack Obama", "person"), ("Paris", "location")]
     assert not counts
 
 
 def test_variants_models_write():
-    _, items, _ = parse('Sure! ```json\n[{"text": "Obama", "type": "Person"}, {"name": "Paris", "label": "location"}]\n``` Done.')
+    _, items, _ = parse(
+        'Sure! ```json\n[{"text": "Obama", "type": "Person"}, {"name": "Paris", "label": "location"}]\n``` Done.'
+    )
     assert items == [("Obama", "person"), ("Paris", "location")]
     _, items, _ = parse("{'entities': {'person': ['Obama']}}")
     assert items == [("Obama", "person")]
@@ -64,14 +68,18 @@ def _bounds(text):
 def test_find_spans_in_order_and_boundaries():
     text = "Paris Hilton left Paris for Parisian Paris"
     counts = Counter()
-    spans = find_spans(text, [("Paris Hilton", "person"), ("Paris", "location"), ("Paris", "location")], _bounds(text), counts=counts)
+    spans = find_spans(
+        text, [("Paris Hilton", "person"), ("Paris", "location"), ("Paris", "location")], _bounds(text), counts=counts
+    )
     assert spans == [(0, 12, "person"), (18, 23, "location"), (37, 42, "location")]
 
 
 def test_find_spans_fallbacks():
     text = "We met in new york , U.S. yesterday"
     counts = Counter()
-    spans = find_spans(text, [("New York", "location"), ("U.S", "location"), ("Mars", "location")], _bounds(text), counts=counts)
+    spans = find_spans(
+        text, [("New York", "location"), ("U.S", "location"), ("Mars", "location")], _bounds(text), counts=counts
+    )
     assert (10, 18, "location") in spans
     assert counts["case_insensitive_match"] == 1
     assert counts["not_found"] == 1
@@ -99,7 +107,10 @@ def test_any_output_gives_spans_inside_the_text(output, text):
 def test_json_shaped_output_never_raises(names):
     import json
 
-    for text in (json.dumps({"entities": {"person": names}}), json.dumps([{"text": n, "type": "location"} for n in names])):
+    for text in (
+        json.dumps({"entities": {"person": names}}),
+        json.dumps([{"text": n, "type": "location"} for n in names]),
+    ):
         for cut in range(0, len(text), 7):
             parse_entity_list(text[:cut], LABELS, Counter())
 
@@ -107,10 +118,14 @@ def test_json_shaped_output_never_raises(names):
 def test_answers_real_models_wrote():
     # Qwen2.5-Coder-0.5B under the verbatim ReasoningNER prompt: it copies the
     # placeholder keys of the prompt's example; those are counted, not guessed.
-    _, items, counts = parse('```json\n{\n  "entities": {\n    "label1": ["Obama"],\n    "location": ["Paris"]\n  }\n}\n```')
+    _, items, counts = parse(
+        '```json\n{\n  "entities": {\n    "label1": ["Obama"],\n    "location": ["Paris"]\n  }\n}\n```'
+    )
     assert items == [("Paris", "location")] and counts["unknown_label"] == 1
     # Indented JSON with prose around it and a label in capitals.
-    _, items, _ = parse('Here you go:\n{\n  "entities": {\n    "PERSON": [\n      "Obama"\n    ]\n  }\n}\nHope this helps.')
+    _, items, _ = parse(
+        'Here you go:\n{\n  "entities": {\n    "PERSON": [\n      "Obama"\n    ]\n  }\n}\nHope this helps.'
+    )
     assert items == [("Obama", "person")]
 
 

@@ -1,4 +1,5 @@
 """Pile-NER to instruction data: both input formats, splitting, negatives, errors."""
+
 import json
 import random
 from collections import Counter
@@ -44,14 +45,20 @@ def test_conversation_format(tmp_path):
     found = sorted((" ".join(passage.words[s:e]), label) for s, e, label in passage.spans)
     # "Paris" is found twice: alone, and inside "Paris Hilton" (BIO keeps the longer one).
     assert found == [
-        ("Barack Obama", "person"), ("New York", "city"), ("Paris", "city"), ("Paris", "city"), ("Paris Hilton", "person"),
+        ("Barack Obama", "person"),
+        ("New York", "city"),
+        ("Paris", "city"),
+        ("Paris", "city"),
+        ("Paris Hilton", "person"),
     ]
     assert passage.negatives == ["award"]
     assert counts["mentions_not_found"] == 1  # Berlin
     instances = make_instances(passage, make_recot_prompt(), random.Random(0), counts=counts)
     (inst,) = instances
     assert sorted(inst["labels"]) == ["award", "city", "person"]
-    assert inst["target"].startswith("Barack(B-person) Obama(I-person) visited(O) Paris(B-city) ,(O) then(O) Paris(B-person) Hilton(I-person)")
+    assert inst["target"].startswith(
+        "Barack(B-person) Obama(I-person) visited(O) Paris(B-city) ,(O) then(O) Paris(B-person) Hilton(I-person)"
+    )
     assert counts["overlapping_spans_dropped"] == 1
 
 
@@ -99,15 +106,25 @@ def test_long_passages_are_split_between_entities(tmp_path):
 
 def test_token_budget_fits_source_and_target(t5_tokenizer):
     words = ("Barack Obama visited Paris and Angela Merkel stayed in Berlin " * 6).split()
-    tags = (["B-person", "I-person", "O", "B-location", "O", "B-person", "I-person", "O", "O", "B-location"] * 6)
-    spans = [(i, i + 2, "person") if t == "B-person" else (i, i + 1, "location") for i, t in enumerate(tags) if t.startswith("B-")]
+    tags = ["B-person", "I-person", "O", "B-location", "O", "B-person", "I-person", "O", "O", "B-location"] * 6
+    spans = [
+        (i, i + 2, "person") if t == "B-person" else (i, i + 1, "location")
+        for i, t in enumerate(tags)
+        if t.startswith("B-")
+    ]
     passage = Passage("p", words, spans)
     prompt = make_recot_prompt()
     pool = ["organisation", "a very long label name for a kind of thing", "person", "location"]
     for max_source, max_target in ((1000, 60), (400, 1000)):
         instances = make_instances(
-            passage, prompt, random.Random(0), label_pool=pool, n_negatives=2, tokenizer=t5_tokenizer,
-            max_source_tokens=max_source, max_target_tokens=max_target,
+            passage,
+            prompt,
+            random.Random(0),
+            label_pool=pool,
+            n_negatives=2,
+            tokenizer=t5_tokenizer,
+            max_source_tokens=max_source,
+            max_target_tokens=max_target,
         )
         assert len(instances) > 1
         assert sum(len(i["words"]) for i in instances) == len(words)
@@ -119,7 +136,10 @@ def test_token_budget_fits_source_and_target(t5_tokenizer):
 @pytest.mark.parametrize(
     "content,match",
     [
-        ('[{"tokenized_text": ["a"], "ner": [[0, 3, "x"]]}]', "record 0: 'ner' span \\[0, 3, 'x'\\] is outside the 1 words"),
+        (
+            '[{"tokenized_text": ["a"], "ner": [[0, 3, "x"]]}]',
+            "record 0: 'ner' span \\[0, 3, 'x'\\] is outside the 1 words",
+        ),
         ('[{"tokenized_text": ["a"], "ner": [[0, "x"]]}]', "record 0: 'ner' item"),
         ('[{"text": "a"}]', "record 0: neither the conversation format"),
         ('{"conversations": [{"from": "human", "value": "Hello"}]}', "first turn does not start with 'Text:'"),

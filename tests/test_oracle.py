@@ -1,4 +1,5 @@
 """The oracle runs the whole parse-and-align path on the real shared test sets."""
+
 import json
 
 import pytest
@@ -31,7 +32,12 @@ def oracle_nlp(path, output_format="bio", noise=None):
         "recot_ner",
         config={
             "labels": json.loads(labels_file(path).read_text()),
-            "model": {"@misc": "spacy_recot.Oracle.v1", "gold": str(path), "output_format": output_format, "noise": noise or {}},
+            "model": {
+                "@misc": "spacy_recot.Oracle.v1",
+                "gold": str(path),
+                "output_format": output_format,
+                "noise": noise or {},
+            },
             "prompt": {"@misc": prompt},
         },
     )
@@ -53,7 +59,9 @@ def test_spacy_evaluate_cli_prints_100(corpus, tmp_path):
     oracle_nlp(corpus["crossner_ai"]).to_disk(tmp_path / "oracle")
     out = subprocess.run(
         [sys.executable, "-m", "spacy", "evaluate", str(tmp_path / "oracle"), str(corpus["crossner_ai"])],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "NER F" in out and "100.00" in out.split("NER F")[1].splitlines()[0]
 
@@ -69,7 +77,12 @@ def test_entity_list_format_is_near_perfect(corpus):
 
 @pytest.mark.parametrize(
     "noise,low,high",
-    [({"lowercase": 1.0}, 1.0, 1.0), ({"sentencepiece": 1.0}, 0.99, 1.0), ({"drop_word": 1.0}, 0.85, 0.97), ({"insert_word": 1.0}, 0.99, 1.0)],
+    [
+        ({"lowercase": 1.0}, 1.0, 1.0),
+        ({"sentencepiece": 1.0}, 0.99, 1.0),
+        ({"drop_word": 1.0}, 0.85, 0.97),
+        ({"insert_word": 1.0}, 0.99, 1.0),
+    ],
 )
 def test_noise_costs_what_it_should(noise, low, high, corpus):
     nlp = oracle_nlp(corpus["crossner_ai"], noise=noise)
@@ -86,9 +99,24 @@ def test_unknown_text_is_a_clear_error(corpus):
 
 def test_bad_oracle_config():
     with pytest.raises(ValueError, match="noise modes"):
-        spacy.blank("en").add_pipe("recot_ner", config={"labels": ["x"], "model": {"@misc": "spacy_recot.Oracle.v1", "gold": "x.spacy", "noise": {"typo": 1.0}}})
-    with pytest.raises(ValueError, match="asks for 'bio' output, but the model backend .* writes only 'entities' output"):
-        spacy.blank("en").add_pipe("recot_ner", config={"labels": ["x"], "prompt": {"@misc": "spacy_recot.ReCoTPrompt.v1"}, "model": {"@misc": "spacy_recot.Oracle.v1", "gold": "x.spacy", "output_format": "entities"}})
+        spacy.blank("en").add_pipe(
+            "recot_ner",
+            config={
+                "labels": ["x"],
+                "model": {"@misc": "spacy_recot.Oracle.v1", "gold": "x.spacy", "noise": {"typo": 1.0}},
+            },
+        )
+    with pytest.raises(
+        ValueError, match="asks for 'bio' output, but the model backend .* writes only 'entities' output"
+    ):
+        spacy.blank("en").add_pipe(
+            "recot_ner",
+            config={
+                "labels": ["x"],
+                "prompt": {"@misc": "spacy_recot.ReCoTPrompt.v1"},
+                "model": {"@misc": "spacy_recot.Oracle.v1", "gold": "x.spacy", "output_format": "entities"},
+            },
+        )
 
 
 def test_entities_on_window_cuts_are_found_whole(tmp_path):
@@ -116,8 +144,12 @@ def test_entities_on_window_cuts_are_found_whole(tmp_path):
         nlp2 = spacy.blank("en")
         pipe = nlp2.add_pipe(
             "recot_ner",
-            config={"labels": ["person", "location"], "window_overlap": overlap, "store_io": True,
-                    "model": {"@misc": "spacy_recot.Oracle.v1", "gold": str(tmp_path / "gold.spacy")}},
+            config={
+                "labels": ["person", "location"],
+                "window_overlap": overlap,
+                "store_io": True,
+                "model": {"@misc": "spacy_recot.Oracle.v1", "gold": str(tmp_path / "gold.spacy")},
+            },
         )
         pipe.initialize()
         pipe.model.max_input_tokens = len(pipe.prompt.render(Chunk("", [], []), pipe.labels).split()) + 2 + 10

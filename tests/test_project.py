@@ -1,4 +1,5 @@
 """The spaCy project: `spacy project run all` on the tiny CPU configuration, and the ablation table."""
+
 import json
 import shutil
 import subprocess
@@ -25,8 +26,17 @@ def test_project_run_all_on_the_tiny_configuration(tmp_path):
             if path.is_file():
                 shutil.copy(path, project / folder)
     shutil.copytree(ROOT / "configs" / "label_maps", project / "configs" / "label_maps")
-    run = [sys.executable, "-m", "spacy", "project", "run", "all", str(project),
-           f"--vars.data_dir={DATA}", f"--vars.pile_ner={DATA / 'pile-ner-sample' / 'sample_data.json'}"]
+    run = [
+        sys.executable,
+        "-m",
+        "spacy",
+        "project",
+        "run",
+        "all",
+        str(project),
+        f"--vars.data_dir={DATA}",
+        f"--vars.pile_ner={DATA / 'pile-ner-sample' / 'sample_data.json'}",
+    ]
     done = subprocess.run(run, cwd=project, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = json.loads((project / "training" / "recot" / "training_log.json").read_text())
@@ -37,8 +47,13 @@ def test_project_run_all_on_the_tiny_configuration(tmp_path):
     wheels = list((project / "packages").rglob("*.whl"))
     assert len(wheels) == 1 and wheels[0].name.startswith("en_recot_recot-0.0.1")
     # The ablation table reads the run.
-    subprocess.run([sys.executable, "scripts/collect_runs.py", "training", "-o", "metrics/ablations.md"],
-                           cwd=project, capture_output=True, text=True, check=True)
+    subprocess.run(
+        [sys.executable, "scripts/collect_runs.py", "training", "-o", "metrics/ablations.md"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "| recot | recot | rcloss | 1.2 | 1.0 |" in (project / "metrics" / "ablations.md").read_text()
 
 
@@ -57,3 +72,25 @@ def test_collect_runs_table(tmp_path):
     table = to_markdown(rows)
     assert "| full | recot | rcloss | 1.2 | 1.0 | 2.0 | 50.00 | 50.00 | 50.00 |" in table
     assert "| no_rcloss | recot | ce | - | - | 2.0 |" in table
+
+
+@requires_data()
+def test_assets_are_declared_with_the_checksums_of_the_data(tmp_path):
+    """`spacy project assets` over this team's copy of the data: every declared
+    file is there with the declared md5, so nothing is fetched (no network)."""
+    import srsly
+
+    shutil.copy(ROOT / "project.yml", tmp_path)
+    assets = srsly.read_yaml(ROOT / "project.yml")["assets"]
+    declared = {a["dest"].replace("${vars.data_dir}/", "") for a in assets}
+    on_disk = {str(p.relative_to(DATA)) for p in DATA.rglob("*") if p.is_file() and p.name != "README.md"}
+    assert declared == on_disk
+    assert all(a["url"].startswith("https://") and len(a["checksum"]) == 32 for a in assets)
+    done = subprocess.run(
+        [sys.executable, "-m", "spacy", "project", "assets", str(tmp_path), f"--vars.data_dir={DATA}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("Skipping download with matching checksum") == len(assets)

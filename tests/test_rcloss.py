@@ -1,4 +1,5 @@
 """RCLoss numerics and the detection of the B tokens it weights."""
+
 import math
 
 import pytest
@@ -37,7 +38,9 @@ def test_alpha_beta_one_is_focal_weighted_cross_entropy():
     ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=-100)
     p = torch.exp(-ce)
     focal = ((1 - p) * ce)[labels != -100].mean()
-    assert recall_oriented_loss(logits, labels, b_mask, alpha=1.0, beta=1.0).item() == pytest.approx(focal.item(), rel=1e-6)
+    assert recall_oriented_loss(logits, labels, b_mask, alpha=1.0, beta=1.0).item() == pytest.approx(
+        focal.item(), rel=1e-6
+    )
 
 
 def test_ignored_positions_contribute_nothing():
@@ -61,19 +64,36 @@ def test_mean_of_two_halves_times_counts_equals_whole():
     labels[0, 4:] = -100
     b_mask = torch.rand(4, 6) > 0.7
     whole = recall_oriented_loss(logits, labels, b_mask, reduction="sum")
-    halves = sum(recall_oriented_loss(logits[i : i + 2], labels[i : i + 2], b_mask[i : i + 2], reduction="sum") for i in (0, 2))
+    halves = sum(
+        recall_oriented_loss(logits[i : i + 2], labels[i : i + 2], b_mask[i : i + 2], reduction="sum") for i in (0, 2)
+    )
     assert halves.item() == pytest.approx(whole.item())
 
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="reduction"):
-        recall_oriented_loss(torch.zeros(1, 1, 2), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.bool), reduction="avg")
+        recall_oriented_loss(
+            torch.zeros(1, 1, 2),
+            torch.zeros(1, 1, dtype=torch.long),
+            torch.zeros(1, 1, dtype=torch.bool),
+            reduction="avg",
+        )
     with pytest.raises(ValueError, match="agree"):
-        recall_oriented_loss(torch.zeros(1, 2, 2), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.bool))
+        recall_oriented_loss(
+            torch.zeros(1, 2, 2), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.bool)
+        )
 
 
-PAIRS = [("Bob", "B-person"), ("Smith", "I-person"), ("said", "O"), ("(B)", "O"), ("to", "O"),
-         ("BBC", "B-organisation"), ("Bach", "O"), ("x", "B-programming language")]
+PAIRS = [
+    ("Bob", "B-person"),
+    ("Smith", "I-person"),
+    ("said", "O"),
+    ("(B)", "O"),
+    ("to", "O"),
+    ("BBC", "B-organisation"),
+    ("Bach", "O"),
+    ("x", "B-programming language"),
+]
 TARGET = " ".join(f"{w}({t})" for w, t in PAIRS)
 
 

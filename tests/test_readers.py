@@ -45,7 +45,10 @@ def test_a_chunk_of_a_longer_text_maps_to_absolute_offsets():
         pos = s + len(w)
     chunk = Chunk(text=text, words=words, offsets=offsets)
     reading = read_entities(chunk, '{"entities": {"location": ["Paris"], "person": ["Obama"]}}', LABELS)
-    assert sorted(reading.spans) == [(text.index("Obama"), text.index("Obama") + 5, "person"), (text.index("Paris"), text.index("Paris") + 5, "location")]
+    assert sorted(reading.spans) == [
+        (text.index("Obama"), text.index("Obama") + 5, "person"),
+        (text.index("Paris"), text.index("Paris") + 5, "location"),
+    ]
 
 
 def test_case_insensitive_match_is_exact_where_lower_case_changes_length():
@@ -60,7 +63,9 @@ def test_case_insensitive_match_is_exact_where_lower_case_changes_length():
 
 @settings(max_examples=300, deadline=None)
 @given(
-    words=st.lists(st.text(min_size=1, max_size=6).filter(lambda w: not any(c.isspace() for c in w)), min_size=1, max_size=8),
+    words=st.lists(
+        st.text(min_size=1, max_size=6).filter(lambda w: not any(c.isspace() for c in w)), min_size=1, max_size=8
+    ),
     answer=st.text(max_size=80),
     fmt=st.sampled_from(["bio", "entities"]),
 )

@@ -1,4 +1,5 @@
 """Every registered spacy_recot.* name is declared as an entry point and resolves."""
+
 from importlib.metadata import entry_points
 
 import spacy

@@ -1,4 +1,5 @@
 """to_disk / spacy.load, to_bytes / from_bytes, config round trip, spacy package."""
+
 import subprocess
 import sys
 
@@ -51,7 +52,14 @@ def test_oracle_pipeline_round_trip(tmp_path):
     doc = nlp("Barack Obama visited Paris .")
     doc.ents = [doc.char_span(0, 12, "person")]
     DocBin(docs=[doc]).to_disk(tmp_path / "gold.spacy")
-    nlp.add_pipe("recot_ner", config={"labels": ["person"], "prompt": {"@misc": "spacy_recot.GNERPrompt.v1"}, "model": {"@misc": "spacy_recot.Oracle.v1", "gold": str(tmp_path / "gold.spacy")}})
+    nlp.add_pipe(
+        "recot_ner",
+        config={
+            "labels": ["person"],
+            "prompt": {"@misc": "spacy_recot.GNERPrompt.v1"},
+            "model": {"@misc": "spacy_recot.Oracle.v1", "gold": str(tmp_path / "gold.spacy")},
+        },
+    )
     nlp.to_disk(tmp_path / "oracle")
     (tmp_path / "gold.spacy").unlink()  # the gold annotation travels with the pipeline
     assert ents(spacy.load(tmp_path / "oracle")(doc.text)) == [("Barack Obama", "person", 0, 12)]
@@ -65,13 +73,29 @@ def test_spacy_package_builds_an_installable_pipeline(trained_t5_dir, tmp_path):
     nlp.to_disk(tmp_path / "pipeline")
     (tmp_path / "packages").mkdir()
     subprocess.run(
-        [sys.executable, "-m", "spacy", "package", str(tmp_path / "pipeline"), str(tmp_path / "packages"), "--build", "wheel", "--force"],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "package",
+            str(tmp_path / "pipeline"),
+            str(tmp_path / "packages"),
+            "--build",
+            "wheel",
+            "--force",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     wheels = list((tmp_path / "packages").rglob("*.whl"))
     assert len(wheels) == 1
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheels[0])], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheels[0])],
+        check=True,
+        capture_output=True,
+    )
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import spacy; nlp = spacy.load('en_recot_test');"
         "print([(e.text, e.label_) for e in nlp('Barack Obama visited Paris.').ents])"

