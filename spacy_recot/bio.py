@@ -16,7 +16,8 @@ from .labels import LabelMatcher
 
 # A tag in parentheses: (O), (B-anything), (I-anything); labels may hold spaces
 # ("programming language") but not parentheses or line breaks.
-TAG_RE = re.compile(r"\((?:[BI]-[^()\n]*|O)\)")
+TAG_PATTERN = r"\((?:[BI]-[^()\n]*|O)\)"
+TAG_RE = re.compile(TAG_PATTERN)
 
 
 def parse_bio(text: str, counts: Optional[Counter] = None) -> Tuple[List[str], List[str]]:

@@ -10,10 +10,11 @@ more than any other slip, which pushes the model towards recall.
 import re
 from typing import Any, List, Optional, Sequence, Tuple
 
-# A tag as GNER writes it, right after its word: "(B-type)", "(I-type)" or
-# "(O)", followed by a space or the end of the text. Labels may hold spaces
-# ("programming language") but no parentheses.
-TAG_RE = re.compile(r"\((?:[BI]-[^()]*|O)\)(?= |$)")
+from .bio import TAG_PATTERN
+
+# A tag as GNER writes it (the reader's pattern), right after its word and
+# followed by a space or the end of the text: in a target, that is a tag.
+TAG_RE = re.compile(TAG_PATTERN + r"(?= |$)")
 
 
 def recall_oriented_loss(

@@ -159,3 +159,23 @@ def test_entities_on_window_cuts_are_found_whole(tmp_path):
     gold = [(e.start_char, e.end_char, e.label_) for e in doc.ents]
     assert found[4] == gold
     assert found[0] != gold  # without overlap, cuts through entities lose them
+
+
+@requires_data(GNER)
+def test_evaluate_shows_the_model_the_datasets_own_words(corpus):
+    """The papers' protocol: prompts hold the CoNLL words, not spaCy's re-tokenization."""
+    from spacy_recot.conll import read_conll
+
+    sentences = list(read_conll(GNER / "crossner_ai" / "test.txt"))
+    nlp = oracle_nlp(corpus["crossner_ai"])
+    pipe = nlp.get_pipe("recot_ner")
+    pipe.store_io = True
+    reference = read_examples(nlp, corpus["crossner_ai"], tokenization="reference")
+    retokenized = read_examples(nlp, corpus["crossner_ai"], tokenization="pipeline")
+    assert [[t.text for t in eg.predicted] for eg in reference] == [s.words for s in sentences]
+    assert sum([t.text for t in eg.predicted] != s.words for eg, s in zip(retokenized, sentences)) > 10
+    res = evaluate_dataset(nlp, reference, "recot_ner")
+    for eg, sent in zip(reference, sentences):
+        prompt = eg.predicted.user_data["recot"]["recot_ner"]["io"][0]["prompt"]
+        assert prompt.endswith("Sentence: " + " ".join(sent.words))
+    assert res["ents_f"] == 1.0
