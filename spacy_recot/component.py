@@ -6,7 +6,6 @@ model backend for text, parses that text into labelled spans and sets
 `doc.user_data["recot"][<component name>]` as plain JSON values.
 """
 
-import json
 import weakref
 from collections import Counter
 from pathlib import Path
@@ -380,18 +379,9 @@ class RecotNER(Pipe):
             empty = Chunk(text="", words=[], offsets=[])
             prompt = self.prompt.render(empty, self.labels, self.label_descriptions)
             room_in = max(self.model.max_input_tokens - self.model.prompt_tokens(prompt), 1)
-        if self.model.max_new_tokens is not None and self.output_format == "bio":
-            room_out = max(self.model.max_new_tokens - 2, 1)
-            # BIO output repeats every word with its tag, and any word may open
-            # or continue an entity: price each word with the dearest tag.
-            tags = ["O"] + [f"{p}-{label}" for label in self.prompt.schema(self.labels) for p in "BI"]
-            per_word = max(self.model.count_tokens([f"({tag})" for tag in tags])) + 1
-        elif self.model.max_new_tokens is not None:
-            # Entity lists: the JSON skeleton with every label, then, at worst,
-            # every word inside some entity string (plus a quote or comma each).
-            skeleton = json.dumps({"entities": {label: [] for label in self.prompt.schema(self.labels)}})
-            room_out = max(self.model.max_new_tokens - self.model.count_tokens([skeleton])[0] - 2, 1)
-            per_word = 1
+        if self.model.max_new_tokens is not None:
+            fixed, per_word = self.prompt.answer_budget(self.labels, self.model.count_tokens)
+            room_out = max(self.model.max_new_tokens - fixed, 1)
         return room_in, room_out, per_word
 
     def _chunks(self, doc: Doc, limits: Tuple[Optional[int], Optional[int], int]) -> List[Chunk]:

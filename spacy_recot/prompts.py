@@ -7,7 +7,7 @@ answers are parsed with (`output_format`: "bio" or "entities").
 """
 
 import json
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from spacy.util import registry
 
@@ -117,6 +117,17 @@ class Prompt:
         """The labels as the model is shown them (and writes them back)."""
         return list(labels)
 
+    def answer_budget(
+        self, labels: Sequence[str], count_tokens: Callable[[Sequence[str]], List[int]]
+    ) -> Tuple[int, int]:
+        """What an answer costs beyond the words it repeats, at worst, in the
+        model's tokens: (a fixed part, a part per word of the chunk). The
+        component splits long docs so that the answer fits `max_new_tokens`."""
+        # Entity lists: the JSON skeleton with every label, then, at worst,
+        # every word inside some entity string (plus a quote or comma each).
+        skeleton = json.dumps({"entities": {label: [] for label in self.schema(labels)}})
+        return count_tokens([skeleton])[0] + 2, 1
+
 
 class BIOPrompt(Prompt):
     """A GNER-style prompt: the model writes every word with its BIO tag."""
@@ -138,6 +149,14 @@ class BIOPrompt(Prompt):
         text += _descriptions_block(labels, descriptions)
         text += "Sentence: " + " ".join(chunk.words)
         return text
+
+    def answer_budget(
+        self, labels: Sequence[str], count_tokens: Callable[[Sequence[str]], List[int]]
+    ) -> Tuple[int, int]:
+        # Every word comes back with a tag, and any word may open or continue
+        # an entity: price each with the dearest tag, and a space.
+        tags = ["O"] + [f"{prefix}-{label}" for label in self.schema(labels) for prefix in "BI"]
+        return 2, max(count_tokens([f"({tag})" for tag in tags])) + 1
 
     def render_target(self, chunk: Chunk, spans: Sequence[WordSpan]) -> str:
         """The perfect answer: `word(tag)` for every word, joined by spaces."""
