@@ -90,6 +90,8 @@ class Backend:
         if not requests:
             return []
         with self.lock:
+            if not self.is_loaded:
+                self.load()  # weights are loaded on first use
             stats = self.__dict__.setdefault("stats", Counter())
             stats["backend_calls"] += 1
             stats["requests"] += len(requests)

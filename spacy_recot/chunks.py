@@ -6,6 +6,7 @@ chunk keeps the absolute character offsets of its words, so whatever the model
 says about a chunk maps straight back onto the original doc.
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Sequence, Tuple
 
@@ -34,6 +35,12 @@ class Chunk:
             offsets.append((pos, pos + len(word)))
             pos += len(word) + 1
         return cls(text=" ".join(words), words=list(words), offsets=offsets)
+
+    @classmethod
+    def from_text(cls, text: str) -> "Chunk":
+        """Build a chunk of a text's whitespace-separated words, with their offsets."""
+        matches = list(re.finditer(r"\S+", text))
+        return cls(text=text, words=[m.group() for m in matches], offsets=[m.span() for m in matches])
 
     @property
     def start_char(self) -> int:

@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import typer
 
@@ -270,6 +270,167 @@ def tiny_t5_command(
     tokenizer.save_pretrained(output_dir)
     n = sum(p.numel() for p in model.parameters())
     typer.echo(f"Wrote a tiny T5 ({n:,} parameters, vocabulary {len(tokenizer)}) to {output_dir}")
+
+
+def load_backend(spec: str, what: str) -> Any:
+    """A model backend from a JSON block (`{"@misc": "spacy_recot.HFCausal.v2", ...}`,
+    inline or in a file) or a pipeline folder (its recot_ner component's backend)."""
+    import spacy
+    from spacy.util import registry
+
+    from .backends import ModelLoadError
+
+    text = spec
+    if not spec.lstrip().startswith("{") and Path(spec).is_file():
+        text = Path(spec).read_text(encoding="utf-8")
+    if text.lstrip().startswith("{"):
+        try:
+            block = json.loads(text)
+            backend = registry.resolve({"model": block})["model"]
+        except Exception as err:  # noqa: BLE001 - any config error, named
+            raise typer.BadParameter(f"{what}: not a usable backend block ({type(err).__name__}: {err})") from None
+    elif Path(spec).is_dir() and (Path(spec) / "config.cfg").exists():
+        nlp = spacy.load(spec)
+        pipes = [p for _, p in nlp.pipeline if hasattr(p, "prompt") and hasattr(p, "model")]
+        if not pipes:
+            raise typer.BadParameter(f"{what}: the pipeline {spec} has no recot_ner component")
+        backend = pipes[0].model
+    else:
+        raise typer.BadParameter(
+            f"{what}: {spec!r} is neither a JSON backend block, a file holding one, nor a pipeline folder"
+        )
+    try:
+        if not backend.is_loaded:
+            backend.load()
+    except ModelLoadError as err:
+        raise typer.BadParameter(f"{what}: {err}") from None
+    return backend
+
+
+@app.command("cot-data")
+def cot_data_command(
+    inputs: List[Path] = typer.Argument(
+        ...,
+        help="Labelled data: converted .spacy sets or Pile-NER files; or NER-CoT files (JSON / JSON lines with a 'cot'), which skip stage (a).",
+    ),
+    output_dir: Path = typer.Argument(
+        ..., help="Where each stage writes its JSON lines (and ner_cot.jsonl, the result)."
+    ),
+    teacher: Optional[str] = typer.Option(
+        None, "--teacher", help="The teacher backend: a JSON block, a file holding one, or a pipeline folder."
+    ),
+    judge_model: Optional[str] = typer.Option(
+        None, "--judge", help="The judge backend (unconstrained): as --teacher. Without it stage (c) is skipped."
+    ),
+    threshold: int = typer.Option(9, "--threshold", help="The lowest judge score (0-10) kept."),
+    show_gold: bool = typer.Option(
+        False, "--show-gold/--no-show-gold", help="Show the teacher the annotated entities and ask it to explain them."
+    ),
+    match_gold: bool = typer.Option(
+        False,
+        "--match-gold/--no-match-gold",
+        help="Stage (b) also drops records whose entities differ from the annotation.",
+    ),
+    limit: int = typer.Option(0, "--limit", "-n", help="Only the first N records of each input (0: all)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b"),
+) -> None:
+    """Build NER-CoT records (sentence, schema, cot, entities) in three resumable
+    stages: (a) a teacher annotates, (b) rules validate, (c) a judge scores."""
+    from . import cot_data as cd
+
+    if not 0 <= threshold <= 10:
+        raise typer.BadParameter(f"--threshold must be 0-10, not {threshold}")
+    annotated, given = [], []
+    for path in inputs:
+        if not path.exists():
+            raise typer.BadParameter(f"{path} does not exist")
+        if path.suffix in (".json", ".jsonl") and _has_cot(path):
+            given.extend(r for i, r in enumerate(cd.read_ner_cot(path)) if not limit or i < limit)
+        else:
+            annotated.extend(cd.read_labelled(path, limit=limit))
+    out = output_dir
+    counts: Dict[str, Any] = {}
+    if annotated:
+        if teacher is None:
+            raise typer.BadParameter("--teacher is needed to annotate labelled data (stage a)")
+        counts["annotate"] = cd.annotate(
+            annotated,
+            out / "annotated.jsonl",
+            load_backend(teacher, "--teacher"),
+            show_gold=show_gold,
+            batch_size=batch_size,
+        )
+    records = cd.read_jsonl(out / "annotated.jsonl") + given
+    counts["validate"] = cd.validate(records, out / "validated.jsonl", out / "rejected_validation.jsonl", match_gold)
+    kept = cd.read_jsonl(out / "validated.jsonl")
+    if judge_model is not None:
+        backend = load_backend(judge_model, "--judge")
+        if getattr(backend, "constrained", False):
+            raise typer.BadParameter("--judge: a judge answers with a number; use a backend with constrained = false")
+        counts["judge"] = cd.judge(
+            kept,
+            out / "judged.jsonl",
+            out / "rejected_judge.jsonl",
+            backend,
+            threshold=threshold,
+            batch_size=batch_size,
+        )
+        kept = cd.read_jsonl(out / "judged.jsonl")
+    final = out / "ner_cot.jsonl"
+    final.write_text(
+        "".join(json.dumps(cd.ner_cot_record(r), ensure_ascii=False) + "\n" for r in kept), encoding="utf-8"
+    )
+    counts = {stage: dict(sorted(c.items())) for stage, c in counts.items()}
+    (out / "counts.json").write_text(json.dumps(counts, indent=2) + "\n", encoding="utf-8")
+    for stage, c in counts.items():
+        typer.echo(f"{stage}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    typer.echo(f"Wrote {len(kept)} NER-CoT records to {final}")
+
+
+def _has_cot(path: Path) -> bool:
+    with open(path, encoding="utf-8") as f:
+        head = f.read(20000)
+    return '"cot"' in head
+
+
+@app.command("grpo-sample")
+def grpo_sample_command(
+    inputs: List[Path] = typer.Argument(
+        ..., help="Labelled sets (.spacy, Pile-NER, NER-CoT files); each is one source set."
+    ),
+    output: Path = typer.Argument(..., help="The sample to write (JSON lines: sentence, schema, entities, source)."),
+    num_samples: int = typer.Option(5000, "--num-samples", help="Records in the sample."),
+    max_count: int = typer.Option(10000, "--max-count", help="At most this many records from one source set."),
+    include_evaluation_sets: bool = typer.Option(
+        False,
+        "--include-evaluation-sets",
+        help="Also sample the seven evaluation sets' training data (ReasoningNER's sample does; then they are no longer zero-shot).",
+    ),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """ReasoningNER's stratified GRPO sample, with the evaluation sets kept out by default."""
+    from . import cot_data as cd
+
+    records: List[Dict[str, Any]] = []
+    for path in inputs:
+        if not path.exists():
+            raise typer.BadParameter(f"{path} does not exist")
+        if path.suffix in (".json", ".jsonl") and _has_cot(path):
+            records.extend(cd.read_ner_cot(path))
+        else:
+            records.extend({**r, "entities": r.pop("gold")} for r in cd.read_labelled(path))
+    sample, report = cd.stratified_sample(records, num_samples, max_count, seed, not include_evaluation_sets)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    keys = ("guid", "sentence", "schema", "entities", "source")
+    output.write_text(
+        "".join(json.dumps({k: r.get(k) for k in keys}, ensure_ascii=False) + "\n" for r in sample), encoding="utf-8"
+    )
+    if report["excluded_evaluation_sets"]:
+        typer.echo(
+            f"Left out (evaluation sets; --include-evaluation-sets takes them): {', '.join(report['excluded_evaluation_sets'])}"
+        )
+    typer.echo("Taken: " + ", ".join(f"{s} {n}" for s, n in report["taken"].items()))
+    typer.echo(f"Wrote {len(sample)} records to {output}")
 
 
 def main() -> None:

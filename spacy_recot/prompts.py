@@ -235,10 +235,15 @@ class ReasoningNERPrompt(Prompt):
         return text
 
     def render_target(self, chunk: Chunk, spans: Sequence[WordSpan], rationale: str = "") -> str:
-        """ReasoningNER's completion: the reasoning, then the JSON with indent 2."""
+        """ReasoningNER's completion for word spans of a chunk."""
+        return self.render_answer([(chunk.slice_text(s, e), label) for s, e, label in spans], rationale)
+
+    def render_answer(self, entities: Sequence[Tuple[str, str]], rationale: str = "") -> str:
+        """ReasoningNER's completion: the reasoning in a think block, then the
+        JSON with indent 2, labels lower-cased (as in its schema)."""
         grouped: Dict[str, List[str]] = {}
-        for s, e, label in spans:
-            grouped.setdefault(label.lower(), []).append(chunk.slice_text(s, e))
+        for text, label in entities:
+            grouped.setdefault(label.lower(), []).append(text)
         answer = json.dumps({"entities": grouped}, ensure_ascii=False, indent=2)
         return f"<think>\n{rationale}\n</think>\n{answer}" if rationale else answer
 

@@ -1,0 +1,452 @@
+"""NER-CoT data: sentences with a reasoning chain and entities, for CoT tuning.
+
+A record is `{guid, sentence, schema, cot, entities: [{text, label}], source}`
+(the public NER-CoT files call `source` `dataset`; both are read). Records are
+built from labelled data (Pile-NER, a converted `.spacy` set) in three stages,
+each writing JSON lines and counting what it dropped and why:
+
+(a) `annotate`: a teacher model (any backend the component supports) writes a
+    reasoning chain and an entity list for each sentence and schema; the
+    answer is read with the component's reader;
+(b) `validate`: a record is kept only if the answer's JSON parses as written,
+    every label is in the schema, every entity is in the sentence, and the
+    chain mentions every entity it outputs (and, with `match_gold`, the
+    entities are the annotated ones);
+(c) `judge`: a judge model scores the chain against the sentence and the
+    entities (0-10); records at or above a threshold are kept.
+
+Every stage appends one line per record and flushes it, and skips the guids
+its output already holds: Ctrl-C or a crash loses nothing written, and a rerun
+resumes. A last line cut off by a crash is dropped on resume.
+"""
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+
+from tqdm import tqdm
+
+from .chunks import Chunk, Request
+from .labels import LabelMatcher
+from .prompts import REASONING_NER_TEMPLATE
+from .readers import read_entities
+from .rewards import answer_text, entity_pairs
+
+Record = Dict[str, Any]
+
+# The teacher's instruction: ReasoningNER's prompt (so the chains fit the
+# prompt the student is trained on), asked to reason first.
+TEACHER_SUFFIX = (
+    "\n\nFirst think step by step inside <think> and </think>: go through the sentence, and for "
+    "each entity you extract say in a short sentence why it is an entity of its type, naming it "
+    "exactly as written. Then give the JSON."
+)
+GOLD_HINT = "\n\nThe annotated entities of this sentence are: {gold}. Explain why each is an entity of its type."
+JUDGE_TEMPLATE = (
+    "Sentence: {sentence}\nEntity types: {schema}\nReasoning: {cot}\nEntities: {entities}\n\n"
+    "On a scale from 0 to 10, how well does the reasoning justify exactly these entities "
+    "for this sentence, with nothing missing and nothing wrong? Answer with one integer."
+)
+SCORE_RE = re.compile(r"\b(10|[0-9])\b")
+
+
+class CoTDataError(ValueError):
+    """An input record is malformed; the message names the file and record."""
+
+
+def _read_json_records(path: Path) -> List[Any]:
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+        return data if isinstance(data, list) else [data]
+    except ValueError:
+        pass
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError as err:
+                raise CoTDataError(f"{path}:{number}: not a JSON record ({err})") from None
+    return records
+
+
+def _entity_list(entities: Any) -> List[Dict[str, str]]:
+    """`[{text, label}]` from the shapes NER-CoT files use."""
+    if isinstance(entities, dict):
+        entities = entities.get("entities", entities)
+    if isinstance(entities, dict):
+        return [{"text": t, "label": label} for label, texts in entities.items() for t in (texts or [])]
+    out = []
+    for item in entities or []:
+        if isinstance(item, dict) and "text" in item:
+            out.append({"text": str(item["text"]), "label": str(item.get("label", item.get("type", "")))})
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            out.append({"text": str(item[0]), "label": str(item[1])})
+    return out
+
+
+def read_ner_cot(path: Path) -> Iterator[Record]:
+    """Records of a NER-CoT file (JSON list or JSON lines): guid, dataset or
+    source, sentence, schema, cot, entities (a list of {text, label} or a
+    {label: [text]} object)."""
+    for i, raw in enumerate(_read_json_records(path)):
+        if not isinstance(raw, dict) or not isinstance(raw.get("sentence"), str):
+            raise CoTDataError(f"{path} record {i}: expected an object with a 'sentence' string")
+        schema = raw.get("schema") or []
+        if isinstance(schema, str):
+            schema = json.loads(schema) if schema.startswith("[") else [schema]
+        yield {
+            "guid": str(raw.get("guid", f"{Path(path).stem}-{i}")),
+            "sentence": raw["sentence"],
+            "schema": [str(label) for label in schema],
+            "cot": str(raw.get("cot") or ""),
+            "entities": _entity_list(raw.get("entities")),
+            "source": str(raw.get("source", raw.get("dataset", Path(path).stem))),
+        }
+
+
+def read_labelled(path: Path, source: Optional[str] = None, limit: int = 0) -> Iterator[Record]:
+    """Records to annotate from labelled data: a converted `.spacy` set (schema:
+    its label list) or a Pile-NER file (schema: the passage's labels and its
+    negative ones). The annotation is kept as `gold`."""
+    from .instruction_data import read_pile_ner
+
+    path = Path(path)
+    source = source or (path.parent.name if path.stem in ("train", "dev", "test") else path.stem)
+    if path.suffix == ".spacy":
+        from spacy.vocab import Vocab
+
+        from .conll import read_docbin, read_labels
+
+        docs = read_docbin(path, Vocab(), limit)
+        schema = read_labels(path, docs)
+        for i, doc in enumerate(docs):
+            gold = [{"text": e.text, "label": e.label_} for e in doc.ents]
+            yield {
+                "guid": f"{source}-{i}",
+                "sentence": doc.text,
+                "schema": list(schema),
+                "gold": gold,
+                "source": source,
+            }
+        return
+    for i, passage in enumerate(read_pile_ner(path)):
+        if limit and i >= limit:
+            return
+        chunk = Chunk.from_words(passage.words)
+        gold = [{"text": chunk.slice_text(s, e), "label": label} for s, e, label in passage.spans]
+        schema = sorted({g["label"] for g in gold} | set(passage.negatives))
+        yield {
+            "guid": f"{source}-{passage.id}",
+            "sentence": chunk.text,
+            "schema": schema,
+            "gold": gold,
+            "source": source,
+        }
+
+
+class JsonlWriter:
+    """Appends records to a JSON lines file, one flushed line each; knows the
+    guids already written (a cut-off last line is dropped first)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: Dict[str, Record] = {}
+        if self.path.exists():
+            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = []
+            for line in lines:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    break  # a line cut off by a crash: everything before it stands
+                if not line.endswith("\n"):
+                    break
+                kept.append(line)
+                self.done[record["guid"]] = record
+            if len(kept) < len(lines):
+                self.path.write_text("".join(kept), encoding="utf-8")
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: Record) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        self.done[record["guid"]] = record
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def teacher_prompt(record: Record, show_gold: bool = False) -> str:
+    """ReasoningNER's prompt for the record, asking for reasoning first (and,
+    with `show_gold`, naming the annotated entities to explain)."""
+    schema = sorted(label.lower() for label in record["schema"])
+    example = {"entities": {label: [] for label in schema}}
+    text = REASONING_NER_TEMPLATE.format(
+        schema=json.dumps(schema, ensure_ascii=False),
+        example=json.dumps(example, ensure_ascii=False, indent=2),
+        sentence=record["sentence"],
+    )
+    if show_gold:
+        gold = json.dumps({"entities": _grouped(record.get("gold", []))}, ensure_ascii=False)
+        text += GOLD_HINT.format(gold=gold)
+    return text + TEACHER_SUFFIX
+
+
+def _grouped(entities: Sequence[Dict[str, str]]) -> Dict[str, List[str]]:
+    grouped: Dict[str, List[str]] = {}
+    for e in entities:
+        grouped.setdefault(e["label"].lower(), []).append(e["text"])
+    return grouped
+
+
+def _batches(records: Iterable[Record], size: int) -> Iterator[List[Record]]:
+    batch: List[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def annotate(
+    records: Iterable[Record],
+    output: Path,
+    teacher: Callable[[Sequence[Request]], List[str]],
+    *,
+    show_gold: bool = False,
+    batch_size: int = 8,
+    show_progress: bool = True,
+) -> Counter:
+    """Stage (a): the teacher writes a chain and entities for each record."""
+    counts: Counter = Counter()
+    with JsonlWriter(output) as out:
+        todo = [r for r in records if r["guid"] not in out.done]
+        counts["already_done"] = len(out.done)
+        for batch in tqdm(list(_batches(todo, batch_size)), desc="annotate", disable=not show_progress):
+            requests = [
+                Request(
+                    teacher_prompt(r, show_gold),
+                    Chunk.from_text(r["sentence"]),
+                    sorted(label.lower() for label in r["schema"]),
+                )
+                for r in batch
+            ]
+            for record, request, answer in zip(batch, requests, teacher(requests)):
+                reading = read_entities(request.chunk, answer, record["schema"])
+                entities = [{"text": record["sentence"][s:e], "label": label} for s, e, label in reading.spans]
+                out.write({**record, "cot": reading.rationale, "entities": entities, "answer": answer})
+                counts["annotated"] += 1
+    return counts
+
+
+def check_record(record: Record, match_gold: bool = False) -> Optional[str]:
+    """Why stage (b) drops a record, or None to keep it."""
+    cot = record.get("cot") or ""
+    if not cot.strip():
+        return "no_chain"
+    answer = record.get("answer")
+    if answer is None:
+        # A NER-CoT file: the entities are the answer.
+        entities = record.get("entities") or []
+    else:
+        try:
+            value = json.loads(answer_text(answer))
+        except (ValueError, RecursionError):
+            return "json_invalid"
+        if not isinstance(value, dict) or not isinstance(value.get("entities"), dict):
+            return "json_not_an_entity_object"
+        entities = _entity_list(value["entities"])
+    labels = LabelMatcher(record.get("schema") or [])
+    for entity in entities:
+        if labels(entity["label"]) is None:
+            return "label_not_in_schema"
+        if not entity["text"].strip() or entity["text"] not in record["sentence"]:
+            return "entity_not_in_sentence"
+        if entity["text"].lower() not in cot.lower():
+            return "chain_misses_an_entity"
+    if match_gold and "gold" in record and entity_pairs(entities) != entity_pairs(record["gold"]):
+        return "differs_from_gold"
+    return None
+
+
+def validate(records: Iterable[Record], output: Path, rejected: Path, match_gold: bool = False) -> Counter:
+    """Stage (b): keep records that pass `check_record`; the others go to `rejected` with the reason."""
+    counts: Counter = Counter()
+    with JsonlWriter(output) as out, JsonlWriter(rejected) as bad:
+        for record in records:
+            if record["guid"] in out.done or record["guid"] in bad.done:
+                counts["already_done"] += 1
+                continue
+            reason = check_record(record, match_gold)
+            if reason is None:
+                out.write(record)
+                counts["kept"] += 1
+            else:
+                bad.write({**record, "dropped": reason})
+                counts[f"dropped_{reason}"] += 1
+    return counts
+
+
+def parse_score(text: str) -> Optional[int]:
+    """The judge's score: the first integer from 0 to 10 after any reasoning."""
+    _, answer = (text.split("</think>", 1) + [""])[:2] if "</think>" in text else ("", text)
+    m = SCORE_RE.search(answer)
+    return int(m.group(1)) if m else None
+
+
+def judge(
+    records: Iterable[Record],
+    output: Path,
+    rejected: Path,
+    judge_model: Callable[[Sequence[Request]], List[str]],
+    *,
+    threshold: int = 9,
+    batch_size: int = 8,
+    show_progress: bool = True,
+) -> Counter:
+    """Stage (c): a judge scores each chain 0-10; scores >= threshold are kept."""
+    counts: Counter = Counter()
+    with JsonlWriter(output) as out, JsonlWriter(rejected) as bad:
+        todo = [r for r in records if r["guid"] not in out.done and r["guid"] not in bad.done]
+        counts["already_done"] = len(out.done) + len(bad.done)
+        for batch in tqdm(list(_batches(todo, batch_size)), desc="judge", disable=not show_progress):
+            requests = [
+                Request(
+                    JUDGE_TEMPLATE.format(
+                        sentence=r["sentence"],
+                        schema=", ".join(r["schema"]),
+                        cot=r["cot"],
+                        entities=json.dumps(_grouped(r["entities"]), ensure_ascii=False),
+                    ),
+                    Chunk.from_text(r["sentence"]),
+                )
+                for r in batch
+            ]
+            for record, answer in zip(batch, judge_model(requests)):
+                score = parse_score(answer)
+                if score is None:
+                    bad.write({**record, "judge_answer": answer, "dropped": "judge_unparseable"})
+                    counts["dropped_judge_unparseable"] += 1
+                elif score < threshold:
+                    bad.write({**record, "judge_score": score, "dropped": "below_threshold"})
+                    counts["dropped_below_threshold"] += 1
+                else:
+                    out.write({**record, "judge_score": score})
+                    counts["kept"] += 1
+    return counts
+
+
+def read_jsonl(path: Path) -> List[Record]:
+    """The records of a stage's output."""
+    if not Path(path).exists():
+        return []
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def ner_cot_record(record: Record) -> Record:
+    """A record in the public NER-CoT format (what `read_ner_cot` reads)."""
+    return {
+        "guid": record["guid"],
+        "dataset": record.get("source", ""),
+        "sentence": record["sentence"],
+        "schema": record["schema"],
+        "cot": record["cot"],
+        "entities": [{"text": e["text"], "label": e["label"]} for e in record["entities"]],
+    }
+
+
+# The seven zero-shot evaluation sets (and CrossNER's domains by their folder
+# names): kept out of training samples by default.
+EVALUATION_SETS = (
+    "crossner_ai",
+    "crossner_literature",
+    "crossner_music",
+    "crossner_politics",
+    "crossner_science",
+    "mit-movie",
+    "mit-restaurant",
+)
+
+
+def is_evaluation_set(source: str) -> bool:
+    """Whether a source set is (the training data of) one of the evaluation sets."""
+    name = source.lower().replace("_", "-").replace(" ", "-")
+    keys = {s.replace("_", "-") for s in EVALUATION_SETS} | {s.split("_", 1)[1] for s in EVALUATION_SETS if "_" in s}
+    return name in keys or name.removeprefix("crossner-") in keys
+
+
+def stratified_sample(
+    records: Sequence[Record],
+    num_samples: int,
+    max_count: int,
+    seed: int = 0,
+    exclude_evaluation_sets: bool = True,
+) -> tuple:
+    """ReasoningNER's GRPO sample: each source set capped at `max_count`
+    records, then `num_samples` drawn in proportion to the capped sizes.
+    Returns the sample and what was taken and left out, per set."""
+    import random
+
+    rng = random.Random(seed)
+    by_source: Dict[str, List[Record]] = {}
+    for record in records:
+        by_source.setdefault(record.get("source", ""), []).append(record)
+    report: Dict[str, Any] = {"excluded_evaluation_sets": [], "taken": {}}
+    pools: Dict[str, List[Record]] = {}
+    for source, items in sorted(by_source.items()):
+        if exclude_evaluation_sets and is_evaluation_set(source):
+            report["excluded_evaluation_sets"].append(source)
+            continue
+        items = list(items)
+        rng.shuffle(items)
+        pools[source] = items[:max_count]
+    total = sum(len(p) for p in pools.values())
+    sample: List[Record] = []
+    if total:
+        want = min(num_samples, total)
+        # Largest-remainder allocation so the shares add up to `want` exactly.
+        shares = {s: want * len(p) / total for s, p in pools.items()}
+        counts = {s: int(v) for s, v in shares.items()}
+        for s in sorted(shares, key=lambda k: shares[k] - counts[k], reverse=True)[: want - sum(counts.values())]:
+            counts[s] += 1
+        for source, pool in pools.items():
+            sample.extend(pool[: counts[source]])
+            report["taken"][source] = counts[source]
+    rng.shuffle(sample)
+    return sample, report
+
+
+def chat_example(record: Record, prompt: Any = None, with_cot: bool = True) -> Record:
+    """A record as a conversational prompt-completion pair for TRL: the user turn
+    is ReasoningNER's prompt (what `spacy_recot.ReasoningNERPrompt.v1` renders at
+    inference), the assistant turn `<think>\\n{cot}\\n</think>\\n{json}` (`with_cot`
+    false: the JSON alone, the paper's ablation). The sentence, schema and
+    entities stay as columns for the rewards."""
+    from .prompts import make_reasoning_ner_prompt
+
+    prompt = prompt or make_reasoning_ner_prompt()
+    chunk = Chunk.from_text(record["sentence"])
+    schema = prompt.schema(record["schema"])
+    # ReasoningNER drops generic labels ("misc", "other") from the schema: their entities go too.
+    entities = [(e["text"], e["label"]) for e in record.get("entities", []) if e["label"].lower() in schema]
+    completion = prompt.render_answer(entities, record.get("cot", "") if with_cot else "")
+    return {
+        "prompt": [{"role": "user", "content": prompt.render(chunk, record["schema"])}],
+        "completion": [{"role": "assistant", "content": completion}],
+        "sentence": record["sentence"],
+        "schema": schema,
+        "entities": [{"text": t, "label": label.lower()} for t, label in entities],
+    }
