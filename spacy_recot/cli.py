@@ -199,31 +199,39 @@ def preprocess(
 @app.command("init-pipeline")
 def init_pipeline(
     model_dir: str = typer.Argument(
-        ..., help="A trained T5 / Flan-T5 model: a folder (train_seq2seq.py's --output-dir) or a hub id."
+        ..., help="A trained model: a folder (a training script's --output-dir) or a hub id."
     ),
     output_dir: Path = typer.Argument(..., help="Where to write the spaCy pipeline."),
     labels: Path = typer.Option(
         ..., "--labels", "-l", help="The entity types: a JSON list (e.g. a converted set's .labels.json)."
     ),
-    prompt: str = typer.Option("recot", "--prompt", "-p", help="The prompt the model was trained on: recot or gner."),
+    prompt: str = typer.Option(
+        "recot",
+        "--prompt",
+        "-p",
+        help="The prompt the model was trained on: recot or gner (seq2seq), reasoning (causal, ReasoningNER's prompt).",
+    ),
     name: str = typer.Option("recot_ner", "--name", help="The pipeline's meta name (spacy package uses it)."),
     max_input_tokens: int = typer.Option(
         640, "--max-input-tokens", help="Longer docs are split (use training's --max-source-length)."
     ),
     max_new_tokens: int = typer.Option(640, "--max-new-tokens"),
 ) -> None:
-    """Write a spaCy pipeline (blank English + recot_ner) around a trained seq2seq
-    model; `spacy.load`, `spacy evaluate` and `spacy package` take it as it is."""
+    """Write a spaCy pipeline (blank English + recot_ner) around a trained model:
+    seq2seq (ReCoT-NER, GNER-T5) or causal (ReasoningNER); `spacy.load`,
+    `spacy evaluate` and `spacy package` take it as it is."""
     import spacy
 
     from .prompts import BIO_PROMPTS
 
-    if prompt not in BIO_PROMPTS:
-        raise typer.BadParameter(f"--prompt must be one of {sorted(BIO_PROMPTS)}, not {prompt!r}")
+    prompts = {**BIO_PROMPTS, "reasoning": "spacy_recot.ReasoningNERPrompt.v1"}
+    if prompt not in prompts:
+        raise typer.BadParameter(f"--prompt must be one of {sorted(prompts)}, not {prompt!r}")
     if not name.isidentifier():
         raise typer.BadParameter(f"--name must be a Python identifier (spacy package needs one), not {name!r}")
     if not labels.exists():
         raise typer.BadParameter(f"{labels} does not exist")
+    backend = "spacy_recot.HFCausal.v2" if prompt == "reasoning" else "spacy_recot.HFSeq2Seq.v2"
     nlp = spacy.blank("en")
     nlp.meta["name"] = name
     nlp.add_pipe(
@@ -231,17 +239,50 @@ def init_pipeline(
         config={
             "labels": json.loads(labels.read_text(encoding="utf-8")),
             "model": {
-                "@misc": "spacy_recot.HFSeq2Seq.v2",
+                "@misc": backend,
                 "name_or_path": model_dir,
                 "max_input_tokens": max_input_tokens,
                 "max_new_tokens": max_new_tokens,
             },
-            "prompt": {"@misc": BIO_PROMPTS[prompt]},
+            "prompt": {"@misc": prompts[prompt]},
         },
     )
     nlp.initialize()
     nlp.to_disk(output_dir)
     typer.echo(f"Wrote a pipeline with recot_ner ({model_dir}) to {output_dir}")
+
+
+@app.command("tiny-qwen3")
+def tiny_qwen3_command(
+    output_dir: Path = typer.Argument(..., help="Where to save the model and tokenizer."),
+    data: List[Path] = typer.Argument(
+        ..., help="NER-CoT or GRPO records (JSON lines) whose prompts and answers train the tokenizer."
+    ),
+    vocab_size: int = typer.Option(1000, "--vocab-size"),
+    hidden: int = typer.Option(64, "--hidden"),
+    layers: int = typer.Option(2, "--layers"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Build a tiny Qwen3 (random weights, a byte-level BPE tokenizer with a ChatML
+    template trained on DATA): the base model of the CPU smoke run of the reasoning workflow."""
+    from .cot_data import chat_example, read_jsonl
+    from .tiny import tiny_qwen3, train_bpe_tokenizer
+
+    lines: List[str] = []
+    for path in data:
+        for record in read_jsonl(path):
+            example = chat_example({**record, "cot": record.get("cot", "")})
+            lines.extend(
+                example["prompt"][0]["content"].splitlines() + example["completion"][0]["content"].splitlines()
+            )
+    if not lines:
+        raise typer.BadParameter("no records in DATA to train the tokenizer on")
+    tokenizer = train_bpe_tokenizer(lines, vocab_size=vocab_size)
+    model = tiny_qwen3(tokenizer, seed=seed, hidden=hidden, layers=layers)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    n = sum(p.numel() for p in model.parameters())
+    typer.echo(f"Wrote a tiny Qwen3 ({n:,} parameters, vocabulary {len(tokenizer)}) to {output_dir}")
 
 
 @app.command("tiny-t5")
@@ -363,7 +404,7 @@ def cot_data_command(
     records = cd.read_jsonl(out / "annotated.jsonl") + given
     counts["validate"] = cd.validate(records, out / "validated.jsonl", out / "rejected_validation.jsonl", match_gold)
     kept = cd.read_jsonl(out / "validated.jsonl")
-    if judge_model is not None:
+    if judge_model:
         backend = load_backend(judge_model, "--judge")
         if getattr(backend, "constrained", False):
             raise typer.BadParameter("--judge: a judge answers with a number; use a backend with constrained = false")

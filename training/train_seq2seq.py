@@ -19,7 +19,6 @@ process directly, on GPUs under the `deepspeed` launcher (README).
 import json
 import logging
 import os
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spacy_recot.instruction_data import read_instances  # noqa: E402
 from spacy_recot.prompts import BIO_PROMPTS, bio_prompt  # noqa: E402
+from spacy_recot.training import single_process_env  # noqa: E402
 
 LOSSES = ("rcloss", "ce")
 logger = logging.getLogger("train_seq2seq")
@@ -96,10 +96,9 @@ class InstructionCollator:
 
 def make_trainer_class() -> Any:
     """The Seq2SeqTrainer subclass (built lazily: importing transformers is slow)."""
-    import torch
     from transformers import Seq2SeqTrainer
 
-    from spacy_recot.rcloss import recall_oriented_loss
+    from spacy_recot.training import scale_for_accumulation, summed_token_loss
 
     class ReCoTTrainer(Seq2SeqTrainer):
         """Seq2SeqTrainer with RCLoss (or plain cross-entropy computed the same
@@ -133,25 +132,8 @@ def make_trainer_class() -> Any:
             b_mask = inputs.pop("b_mask")
             labels = inputs["labels"]
             outputs = model(**inputs)
-            logits = outputs.logits
-            if self.loss_name == "rcloss":
-                total = recall_oriented_loss(logits, labels, b_mask, self.alpha, self.beta, reduction="sum")
-            else:
-                total = torch.nn.functional.cross_entropy(
-                    logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
-                )
-            if num_items_in_batch is None:
-                # Outside training: a plain mean; the Trainer scales it for accumulation.
-                self.loss_is_scaled_for_ga = False
-                loss = total / (labels != -100).sum().clamp(min=1)
-            else:
-                self.loss_is_scaled_for_ga = True
-                loss = total / num_items_in_batch
-                if self.args.average_tokens_across_devices and self.args.n_gpu <= 1:
-                    # num_items_in_batch is summed over processes and DDP averages the
-                    # gradients: undo the average. (Under DataParallel, n_gpu > 1, the
-                    # loss is computed once on the gathered logits: nothing to undo.)
-                    loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            total = summed_token_loss(outputs.logits, labels, b_mask, self.loss_name, self.alpha, self.beta)
+            loss = scale_for_accumulation(self, total, labels, num_items_in_batch)
             return (loss, outputs) if return_outputs else loss
 
         def evaluate(
@@ -232,20 +214,6 @@ class DevScorer:
             "f1": res["ents_f"],
             "normalized_f1": res["normalized"]["f"],
         }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def single_process_env() -> None:
-    """DeepSpeed outside a launcher looks for MPI; a one-process group needs these."""
-    if "WORLD_SIZE" not in os.environ:
-        os.environ.update(
-            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
-        )
 
 
 def plot_curves(log_history: List[Dict[str, Any]], path: Path) -> None:

@@ -1,0 +1,79 @@
+"""What the training scripts share: the one-process distributed environment,
+the token loss (RCLoss or cross-entropy) scaled for gradient accumulation, and
+the plot of a run's curves."""
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+LOSSES = ("rcloss", "ce")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def single_process_env() -> None:
+    """DeepSpeed outside a launcher looks for MPI; a one-process group needs these."""
+    if "WORLD_SIZE" not in os.environ:
+        os.environ.update(
+            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
+        )
+
+
+def summed_token_loss(logits: Any, labels: Any, b_mask: Any, loss: str, alpha: float = 1.2, beta: float = 1.0) -> Any:
+    """The loss summed over the non-ignored target tokens: RCLoss (`b_mask` marks
+    the `B` opening each tag) or cross-entropy, computed the same way."""
+    import torch
+
+    from .rcloss import recall_oriented_loss
+
+    if loss == "rcloss":
+        return recall_oriented_loss(logits, labels, b_mask, alpha, beta, reduction="sum")
+    if loss == "ce":
+        return torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+    raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
+
+
+def scale_for_accumulation(trainer: Any, total: Any, labels: Any, num_items_in_batch: Optional[Any]) -> Any:
+    """A summed loss as the HF Trainer wants it: divided by the target tokens of
+    the whole accumulated batch, so accumulation 2 equals a batch twice the size."""
+    if num_items_in_batch is None:
+        # Outside training: a plain mean; the Trainer scales it for accumulation.
+        trainer.loss_is_scaled_for_ga = False
+        return total / (labels != -100).sum().clamp(min=1)
+    trainer.loss_is_scaled_for_ga = True
+    loss = total / num_items_in_batch
+    if trainer.args.average_tokens_across_devices and trainer.args.n_gpu <= 1:
+        # num_items_in_batch is summed over processes and DDP averages the
+        # gradients: undo the average. (Under DataParallel, n_gpu > 1, the loss
+        # is computed once on the gathered logits: nothing to undo.)
+        loss = loss * (trainer.accelerator.num_processes // trainer.get_tp_size())
+    return loss
+
+
+def plot_series(series: Sequence[Tuple[str, List[Tuple[float, float]]]], path: Path, xlabel: str, title: str) -> None:
+    """Named (x, y) series side by side, one panel each, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 4), squeeze=False)
+    for ax, (name, points) in zip(axes[0], series):
+        if points:
+            ax.plot(*zip(*points), marker="o", markersize=3)
+        ax.set(xlabel=xlabel, ylabel=name, title=f"{title}: {name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def history_series(log_history: List[Dict[str, Any]], key: str, x: str = "step") -> List[Tuple[float, float]]:
+    """(x, value) for every log entry holding `key`."""
+    return [(h[x], h[key]) for h in log_history if key in h and x in h]

@@ -1,0 +1,259 @@
+"""GRPO for ReasoningNER with TRL's GRPOTrainer and the package's rewards.
+
+    python training/train_grpo.py corpus/grpo.jsonl --model training/sft --output-dir training/grpo
+
+The data is a sample from `python -m spacy_recot grpo-sample` (sentence, schema,
+entities). Each row becomes ReasoningNER's prompt as the user turn of the
+model's chat template; completions are scored by
+`spacy_recot.rewards.f1_reward` and `spacy_recot.rewards.schema_reward`, which
+read answers exactly as the component does, weighted 10 : 1.
+
+The defaults are the reference recipe (HuiResearch/ReasoningIE,
+config/grpo/qwen3-*.yaml), checked against TRL 1.16: num_generations 16,
+temperature 0.9, beta 0.04, epsilon 0.2, epsilon_high 0.28, num_iterations 4,
+loss_type dr_grpo, lr 1e-6, 1 epoch, completions up to 4096 tokens. TRL
+removed `max_prompt_length`: prompts longer than `--max-prompt-tokens` are
+left out of the data instead (counted). Generation runs on vLLM when it is
+installed and a GPU is present (`--vllm server` with `trl vllm-serve` on its
+own GPU, or `colocate`), else with transformers' `generate`.
+"""
+
+import functools
+import importlib.util
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import typer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from spacy_recot.training import history_series, plot_series, single_process_env  # noqa: E402
+
+logger = logging.getLogger("train_grpo")
+VLLM_MODES = ("auto", "off", "server", "colocate")
+
+
+def read_sample(path: Path, limit: int = 0) -> List[Dict[str, Any]]:
+    """Rows of a GRPO sample (JSON lines with sentence, schema, entities)."""
+    from spacy_recot import cot_data as cd
+
+    if not path.exists():
+        raise typer.BadParameter(f"{path} does not exist")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            raise typer.BadParameter(f"{path}:{number}: not a JSON record ({err})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("sentence"), str) or "schema" not in row:
+            raise typer.BadParameter(f"{path}:{number}: expected sentence, schema and entities")
+        row["entities"] = cd._entity_list(row.get("entities"))
+        rows.append(row)
+        if limit and len(rows) >= limit:
+            break
+    return rows
+
+
+def prompt_rows(rows: List[Dict[str, Any]], tokenizer: Any, max_prompt_tokens: int) -> tuple:
+    """Conversational prompts (ReasoningNER's prompt as the user turn) with the
+    reward columns; rows whose prompt exceeds `max_prompt_tokens` are left out."""
+    from spacy_recot.cot_data import chat_example
+
+    out, too_long = [], 0
+    for row in rows:
+        example = chat_example(row)
+        example.pop("completion")
+        text = tokenizer.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
+        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_prompt_tokens:
+            too_long += 1
+            continue
+        out.append(example)
+    return out, too_long
+
+
+def use_vllm(mode: str) -> Optional[str]:
+    """The vLLM mode to use, or None for transformers' generate."""
+    if mode not in VLLM_MODES:
+        raise typer.BadParameter(f"--vllm must be one of {VLLM_MODES}, not {mode!r}")
+    if mode == "off":
+        return None
+    import torch
+
+    available = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    if mode == "auto":
+        return "server" if available else None
+    if not available:
+        raise typer.BadParameter(f"--vllm {mode} needs vllm installed and a GPU")
+    return mode
+
+
+def train(
+    data: Path = typer.Argument(..., help="A GRPO sample (python -m spacy_recot grpo-sample)."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="The CoT-tuned model (train_sft.py's output) or any chat model."
+    ),
+    output_dir: Path = typer.Option(..., "--output-dir", "-o"),
+    num_generations: int = typer.Option(16, "--num-generations"),
+    max_completion_length: int = typer.Option(4096, "--max-completion-length"),
+    max_prompt_tokens: int = typer.Option(
+        2048, "--max-prompt-tokens", help="Rows with longer prompts are left out (TRL no longer truncates prompts)."
+    ),
+    temperature: float = typer.Option(0.9, "--temperature"),
+    beta: float = typer.Option(0.04, "--beta", help="KL to the reference policy."),
+    epsilon: float = typer.Option(0.2, "--epsilon"),
+    epsilon_high: float = typer.Option(0.28, "--epsilon-high"),
+    num_iterations: int = typer.Option(4, "--num-iterations"),
+    loss_type: str = typer.Option("dr_grpo", "--loss-type"),
+    lr: float = typer.Option(1e-6, "--lr"),
+    scheduler: str = typer.Option("cosine", "--scheduler"),
+    warmup: float = typer.Option(0.1, "--warmup"),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    max_steps: int = typer.Option(-1, "--max-steps"),
+    batch_size: int = typer.Option(
+        16, "--batch-size", help="Completions per device and step; generation batches must hold whole groups."
+    ),
+    grad_accum: int = typer.Option(4, "--grad-accum"),
+    f1_weight: float = typer.Option(10.0, "--f1-weight"),
+    schema_weight: float = typer.Option(1.0, "--schema-weight"),
+    empty_gold_reward: float = typer.Option(
+        1.0, "--empty-gold-reward", help="F1 reward when gold and answer are both empty (ReasoningNER's reference: 0)."
+    ),
+    vllm: str = typer.Option(
+        "auto", "--vllm", help="auto (server when vllm and a GPU are there), off, server, colocate."
+    ),
+    vllm_server_url: Optional[str] = typer.Option(
+        None, "--vllm-server-url", help="e.g. http://127.0.0.1:8000 (trl vllm-serve)."
+    ),
+    lora: bool = typer.Option(False, "--lora"),
+    deepspeed: Optional[Path] = typer.Option(None, "--deepspeed"),
+    resume: bool = typer.Option(False, "--resume"),
+    limit: int = typer.Option(0, "--limit", help="Only the first N rows."),
+    save_steps: int = typer.Option(50, "--save-steps"),
+    seed: int = typer.Option(42, "--seed"),
+    local_rank: int = typer.Option(-1, "--local_rank", hidden=True, help="Set by the deepspeed launcher."),
+) -> None:
+    """GRPO with the composite reward 10 * F1 + 1 * schema validity."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from spacy_recot.backends import load_pretrained
+    from spacy_recot.rewards import f1_reward, schema_reward
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if deepspeed is not None:
+        if not deepspeed.exists():
+            raise typer.BadParameter(f"--deepspeed: {deepspeed} does not exist")
+        single_process_env()
+    tokenizer = load_pretrained(AutoTokenizer, model)
+    if not getattr(tokenizer, "chat_template", None):
+        raise typer.BadParameter(f"--model {model}: the tokenizer has no chat template")
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rows, too_long = prompt_rows(read_sample(data, limit), tokenizer, max_prompt_tokens)
+    if not rows:
+        raise typer.BadParameter(f"No row of {data} has a prompt within --max-prompt-tokens {max_prompt_tokens}")
+    mode = use_vllm(vllm)
+    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    net = load_pretrained(AutoModelForCausalLM, model, dtype=torch.bfloat16 if use_bf16 else torch.float32)
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
+    vllm_args: Dict[str, Any] = {"use_vllm": mode is not None}
+    if mode is not None:
+        vllm_args["vllm_mode"] = mode
+        if vllm_server_url:
+            vllm_args["vllm_server_base_url"] = vllm_server_url
+    args = GRPOConfig(
+        output_dir=str(output_dir),
+        num_generations=num_generations,
+        max_completion_length=max_completion_length,
+        temperature=temperature,
+        beta=beta,
+        epsilon=epsilon,
+        epsilon_high=epsilon_high,
+        num_iterations=num_iterations,
+        loss_type=loss_type,
+        reward_weights=[f1_weight, schema_weight],
+        learning_rate=lr,
+        lr_scheduler_type=scheduler,
+        warmup_steps=warmup,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        bf16=use_bf16,
+        use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=torch.cuda.is_available(),
+        logging_steps=1,
+        save_steps=save_steps,
+        save_total_limit=2,
+        report_to=[],
+        seed=seed,
+        deepspeed=str(deepspeed) if deepspeed else None,
+        **vllm_args,
+    )
+    f1 = functools.partial(f1_reward, empty_gold_reward=empty_gold_reward)
+    trainer = GRPOTrainer(
+        model=net,
+        reward_funcs=[f1, schema_reward],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    has_checkpoint = any(output_dir.glob("checkpoint-*"))
+    if resume and not has_checkpoint:
+        logger.warning("--resume: no checkpoint in %s, training from the start", output_dir)
+    trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
+    if trainer.is_world_process_zero():
+        from train_sft import save
+
+        save(trainer, tokenizer, output_dir, lora)
+        history = trainer.state.log_history
+        keys = (
+            "step",
+            "reward",
+            "reward_std",
+            "rewards/f1_reward/mean",
+            "rewards/schema_reward/mean",
+            "kl",
+            "loss",
+            "completions/mean_length",
+        )
+        summary = {
+            "model": model,
+            "data": str(data),
+            "rows": len(rows),
+            "left_out_long_prompts": too_long,
+            "generation": "vllm-" + mode if mode else "transformers",
+            "steps": [{k: h[k] for k in keys if k in h} for h in history if "reward" in h],
+        }
+        (output_dir / "training_log.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        plot_series(
+            [
+                ("mean reward", history_series(history, "reward")),
+                ("F1 reward", history_series(history, "rewards/f1_reward/mean")),
+                ("schema reward", history_series(history, "rewards/schema_reward/mean")),
+            ],
+            output_dir / "reward_curve.png",
+            "step",
+            "GRPO",
+        )
+        typer.echo(f"Saved the model to {output_dir} ({len(rows)} prompts, {too_long} left out as too long)")
+
+
+if __name__ == "__main__":
+    typer.run(train)
