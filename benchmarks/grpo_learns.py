@@ -60,6 +60,7 @@ def main(
     lr: float = typer.Option(1e-4, "--lr"),
     samples: int = typer.Option(8, "--samples", help="Completions per record in the before/after test."),
     beta: float = typer.Option(0.04, "--beta"),
+    loss_type: str = typer.Option("dr_grpo", "--loss-type"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     from spacy_recot import cot_data as cd
@@ -153,6 +154,7 @@ def main(
         "sft_steps": sft_steps,
         "lr": lr,
         "beta": beta,
+        "loss_type": loss_type,
         "grpo_steps": len(steps),
         "mean_reward_first_quarter": sum(rewards[:k]) / k,
         "mean_reward_last_quarter": sum(rewards[-k:]) / k,

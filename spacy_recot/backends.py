@@ -27,7 +27,7 @@ class ModelLoadError(ValueError):
 
 # What every Hugging Face backend needs installed (pip requirement strings):
 # `spacy package` lists them for a pipeline, and a missing one is named.
-HF_REQUIREMENTS = ("torch>=2.1", "transformers>=5.0,<6", "sentencepiece>=0.2", "safetensors>=0.4")
+HF_REQUIREMENTS = ("torch>=2.1", "transformers>=5.0,<6", "accelerate>=1.0", "sentencepiece>=0.2", "safetensors>=0.4")
 # Constrained decoding: installed with --no-deps (its metadata pulls the GPU-only triton).
 XGRAMMAR_REQUIREMENT = "xgrammar==0.2.8"
 
@@ -303,12 +303,13 @@ class HFBackend(Backend):
         the model being trained); `release()` lets go of it again."""
         with self.lock:
             self.model, self.tokenizer = model, tokenizer
+            self.__dict__["_constraint"] = None  # a grammar belongs to one tokenizer
 
     def release(self) -> None:
         """Drop the model and tokenizer (they are loaded again on next use)."""
         with self.lock:
             self.model = self.tokenizer = None
-            self.__dict__.pop("_constraint", None)
+            self.__dict__["_constraint"] = None
 
     def load(self) -> None:
         if self._source is not None:

@@ -139,7 +139,12 @@ def _windows(word_costs: Sequence[float], start: int, end: int, budget: float, o
         windows.append((s, e))
         if e >= end:
             break
-        s = max(s + 1, e - min(overlap, (e - s) // 2))
+        # Share as many words as fit beside the next one, so each window
+        # reaches past the one before.
+        k = min(overlap, (e - s) // 2)
+        while k > 0 and sum(word_costs[e - k : e]) + word_costs[e] > budget:
+            k -= 1
+        s = e - k
     return windows
 
 
@@ -147,5 +152,7 @@ def sentence_starts(doc: Doc, chunk: Chunk) -> Optional[List[int]]:
     """Word indices (into `chunk`) where a sentence of `doc` starts, if known."""
     if not (doc.has_annotation("SENT_START") or doc.has_annotation("DEP")):
         return None
-    char_starts = {sent.start_char for sent in doc.sents}
+    # A sentence may open with whitespace tokens ("\n\n"), which are not words:
+    # its start is its first word's.
+    char_starts = {next((t.idx for t in sent if not t.is_space), sent.start_char) for sent in doc.sents}
     return [i for i, (start, _) in enumerate(chunk.offsets) if start in char_starts]

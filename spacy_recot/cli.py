@@ -215,7 +215,16 @@ def init_pipeline(
     max_input_tokens: int = typer.Option(
         640, "--max-input-tokens", help="Longer docs are split (use training's --max-source-length)."
     ),
-    max_new_tokens: int = typer.Option(640, "--max-new-tokens"),
+    max_new_tokens: Optional[int] = typer.Option(
+        None,
+        "--max-new-tokens",
+        help="The longest answer (default: 640 for seq2seq, 4096 for causal models, whose reasoning comes first).",
+    ),
+    backend_kind: str = typer.Option(
+        "auto",
+        "--backend",
+        help="auto (from the model's config.json: encoder-decoder or not; else from --prompt), seq2seq or causal.",
+    ),
 ) -> None:
     """Write a spaCy pipeline (blank English + recot_ner) around a trained model:
     seq2seq (ReCoT-NER, GNER-T5) or causal (ReasoningNER); `spacy.load`,
@@ -231,7 +240,20 @@ def init_pipeline(
         raise typer.BadParameter(f"--name must be a Python identifier (spacy package needs one), not {name!r}")
     if not labels.exists():
         raise typer.BadParameter(f"{labels} does not exist")
-    backend = "spacy_recot.HFCausal.v2" if prompt == "reasoning" else "spacy_recot.HFSeq2Seq.v2"
+    if backend_kind not in ("auto", "seq2seq", "causal"):
+        raise typer.BadParameter(f"--backend must be auto, seq2seq or causal, not {backend_kind!r}")
+    if backend_kind == "auto":
+        config_file = Path(model_dir) / "config.json"
+        if config_file.exists():
+            is_seq2seq = bool(json.loads(config_file.read_text(encoding="utf-8")).get("is_encoder_decoder"))
+        else:
+            is_seq2seq = prompt != "reasoning"
+        backend_kind = "seq2seq" if is_seq2seq else "causal"
+    if backend_kind == "seq2seq" and prompt == "reasoning":
+        raise typer.BadParameter("--prompt reasoning needs a causal model (a seq2seq model cannot write its JSON)")
+    backend = "spacy_recot.HFCausal.v2" if backend_kind == "causal" else "spacy_recot.HFSeq2Seq.v2"
+    if max_new_tokens is None:
+        max_new_tokens = 4096 if backend_kind == "causal" else 640
     nlp = spacy.blank("en")
     nlp.meta["name"] = name
     nlp.add_pipe(

@@ -285,10 +285,13 @@ class RecotNER(Pipe):
     def _ensure_loaded(self) -> None:
         if self.model.is_loaded:
             return
-        try:
-            self.model.load()
-        except ModelLoadError as err:
-            raise ModelLoadError(f"components.{self.name}.model: {err}") from err
+        with self.model.lock:  # two threads must not load the weights twice
+            if self.model.is_loaded:
+                return
+            try:
+                self.model.load()
+            except ModelLoadError as err:
+                raise ModelLoadError(f"components.{self.name}.model: {err}") from err
 
     # -- processing -------------------------------------------------------
 
@@ -463,14 +466,31 @@ class RecotNER(Pipe):
     def _cfg(self) -> Dict[str, Any]:
         return {"labels": self.labels, "label_descriptions": self.label_descriptions}
 
-    def _set_cfg(self, cfg: Dict[str, Any]) -> None:
-        # The config is the source of truth (spacy.load(path, config=...)
-        # overrides work); the saved labels only fill in where it has none,
-        # as in pipelines saved before the config was kept in sync.
-        if not self.labels and cfg.get("labels"):
-            self.labels = cfg["labels"]
-            if not self.label_descriptions and cfg.get("label_descriptions"):
-                self.label_descriptions = self._check_descriptions(cfg["label_descriptions"])
+    def _set_cfg(self, cfg: Dict[str, Any], saved_config_labels: Optional[List[str]] = None) -> None:
+        """Take the saved labels where the config gives none, or gives exactly
+        what the saved config.cfg says (no override at load): the saved `cfg`
+        holds what the pipe used, also when the config was not kept in sync
+        (a sourced, pickled or copied pipeline). An override at `spacy.load`
+        differs from the saved config.cfg and wins."""
+        saved = cfg.get("labels")
+        if saved and (not self.labels or (saved_config_labels is not None and self.labels == saved_config_labels)):
+            self.labels = saved
+        if not self.label_descriptions and cfg.get("label_descriptions"):
+            self.label_descriptions = self._check_descriptions(cfg["label_descriptions"])
+            self._sync_config()
+
+    def _saved_config_labels(self, path: Path) -> Optional[List[str]]:
+        """The labels the pipeline's config.cfg (beside the component's folder) gives this component."""
+        from spacy.util import load_config
+
+        config_path = Path(path).parent / "config.cfg"
+        if not config_path.exists():
+            return None
+        try:
+            labels = load_config(config_path, interpolate=False)["components"][Path(path).name]["labels"]
+        except (KeyError, TypeError, ValueError, OSError):
+            return None
+        return list(labels) if isinstance(labels, (list, tuple)) else None
 
     def to_disk(self, path: Path, *, exclude: Iterable[str] = tuple()) -> None:
         """Write the labels and the model (weights and tokenizer) into `path`."""
@@ -484,7 +504,7 @@ class RecotNER(Pipe):
         """Load the model from `path`, with no network."""
         path = Path(path)
         if (path / "cfg").exists():
-            self._set_cfg(srsly.read_json(path / "cfg"))
+            self._set_cfg(srsly.read_json(path / "cfg"), self._saved_config_labels(path))
         if "model" not in exclude:
             self.model.from_disk(path / "model")
         return self

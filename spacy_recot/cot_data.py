@@ -88,6 +88,16 @@ def _entity_list(entities: Any) -> List[Dict[str, str]]:
     return out
 
 
+def schema_list(schema: Any) -> List[str]:
+    """A schema as a list of labels: a list, or a JSON list written as a string."""
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema) if schema.strip().startswith("[") else [schema]
+        except ValueError:
+            schema = [schema]
+    return [str(label) for label in schema or []] if isinstance(schema, (list, tuple)) else []
+
+
 def read_ner_cot(path: Path) -> Iterator[Record]:
     """Records of a NER-CoT file (JSON list or JSON lines): guid, dataset or
     source, sentence, schema, cot, entities (a list of {text, label} or a
@@ -95,13 +105,11 @@ def read_ner_cot(path: Path) -> Iterator[Record]:
     for i, raw in enumerate(_read_json_records(path)):
         if not isinstance(raw, dict) or not isinstance(raw.get("sentence"), str):
             raise CoTDataError(f"{path} record {i}: expected an object with a 'sentence' string")
-        schema = raw.get("schema") or []
-        if isinstance(schema, str):
-            schema = json.loads(schema) if schema.startswith("[") else [schema]
+        schema = schema_list(raw.get("schema"))
         yield {
             "guid": str(raw.get("guid", f"{Path(path).stem}-{i}")),
             "sentence": raw["sentence"],
-            "schema": [str(label) for label in schema],
+            "schema": schema,
             "cot": str(raw.get("cot") or ""),
             "entities": _entity_list(raw.get("entities")),
             "source": str(raw.get("source", raw.get("dataset", Path(path).stem))),
@@ -126,7 +134,7 @@ def read_labelled(path: Path, source: Optional[str] = None, limit: int = 0) -> I
         for i, doc in enumerate(docs):
             gold = [{"text": e.text, "label": e.label_} for e in doc.ents]
             yield {
-                "guid": f"{source}-{i}",
+                "guid": f"{source}-{path.stem}-{i}",
                 "sentence": doc.text,
                 "schema": list(schema),
                 "gold": gold,
@@ -157,19 +165,21 @@ class JsonlWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done: Dict[str, Record] = {}
         if self.path.exists():
-            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-            kept = []
-            for line in lines:
+            data = self.path.read_bytes()
+            lines = data.split(b"\n")
+            tail = lines.pop()  # after the last newline: empty, or a line cut off by a crash
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
                 try:
-                    record = json.loads(line)
-                except ValueError:
-                    break  # a line cut off by a crash: everything before it stands
-                if not line.endswith("\n"):
-                    break
-                kept.append(line)
-                self.done[record["guid"]] = record
-            if len(kept) < len(lines):
-                self.path.write_text("".join(kept), encoding="utf-8")
+                    record = json.loads(line.decode("utf-8"))
+                    self.done[record["guid"]] = record
+                except (ValueError, KeyError, TypeError):
+                    raise CoTDataError(
+                        f"{self.path}:{number}: not a record of this stage; fix or remove the line to resume"
+                    ) from None
+            if tail:
+                self.path.write_bytes(data[: len(data) - len(tail)])
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: Record) -> None:
@@ -301,10 +311,17 @@ def validate(records: Iterable[Record], output: Path, rejected: Path, match_gold
 
 
 def parse_score(text: str) -> Optional[int]:
-    """The judge's score: the first integer from 0 to 10 after any reasoning."""
-    _, answer = (text.split("</think>", 1) + [""])[:2] if "</think>" in text else ("", text)
-    m = SCORE_RE.search(answer)
-    return int(m.group(1)) if m else None
+    """The judge's score, after any reasoning: an integer written as "N/10",
+    else the last integer from 0 to 10; None when the reasoning never closed
+    or no score is there."""
+    if "<think>" in text and "</think>" not in text:
+        return None
+    answer = text.rsplit("</think>", 1)[-1]
+    out_of_ten = re.search(r"\b(10|[0-9])\s*/\s*10\b", answer)
+    if out_of_ten:
+        return int(out_of_ten.group(1))
+    found = SCORE_RE.findall(answer)
+    return int(found[-1]) if found else None
 
 
 def judge(

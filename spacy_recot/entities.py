@@ -252,8 +252,11 @@ def parse_entity_list(
 def _tolerant_pattern(text: str) -> Optional[re.Pattern]:
     """A pattern that matches `text` with any spacing and punctuation between its
     letter/digit runs, case-insensitively."""
-    parts = re.findall(r"\w+", text)
-    if not parts:
+    # Letter/digit runs without "_": the separators between them then match
+    # unambiguously (with "_" in both, a run of underscores backtracks
+    # exponentially); at most 12 runs, as long entities need no fuzzier match.
+    parts = re.findall(r"[^\W_]+", text)
+    if not parts or len(parts) > 12:
         return None
     return re.compile(r"[\W_]*".join(re.escape(p) for p in parts), re.IGNORECASE)
 

@@ -9,15 +9,18 @@ nothing, and scores the papers' normalized (text, label) pairs.
 
     GRPOTrainer(..., reward_funcs=[f1_reward, schema_reward], args=GRPOConfig(reward_weights=[10, 1]))
 
-Differences from ReasoningNER's reference rewards, on purpose: an answer with
-no entities for a sentence with none scores F1 1.0 (the reference gives 0,
-which punishes a correct empty answer; `empty_gold_reward=0.0` restores it),
+Differences from ReasoningNER's reference rewards, on purpose: a well-formed
+answer with no entities for a sentence with none scores F1 1.0 (the reference
+gives 0, which punishes a correct empty answer; `empty_gold_reward=0.0`
+restores it), while an answer with no readable JSON, or whose entries were all
+dropped, scores 0 whatever the gold;
 and the F1 reward reads repaired JSON as the component does, while the schema
 reward only counts JSON that parses as written.
 """
 
 import json
 import re
+from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .chunks import Chunk
@@ -98,27 +101,35 @@ def _labels(schema: Any, gold: Set[Tuple[str, str]]) -> List[str]:
     return sorted({label for _, label in gold})
 
 
-def predicted_pairs(completion: Any, sentence: Optional[str], labels: Sequence[str]) -> Set[Tuple[str, str]]:
+def predicted_pairs(completion: Any, sentence: Optional[str], labels: Sequence[str]) -> Optional[Set[Tuple[str, str]]]:
     """The normalized (text, label) pairs an answer gives, read as the component
-    reads it: with a sentence, only strings found in it count."""
-    if not labels:
-        return set()
-    if sentence is not None:
-        chunk = Chunk.from_text(sentence)
-        if not chunk.words:
-            return set()
-        reading = read_entities(chunk, completion_text(completion), labels)
-        return {
-            (normalize(sentence[s:e]), normalize(label)) for s, e, label in reading.spans if normalize(sentence[s:e])
-        }
+    reads it (with a sentence, only strings found in it count); None when the
+    answer says nothing readable: no JSON, or entries that were all dropped
+    (unknown labels, no text, strings not in the sentence)."""
     from .entities import parse_entity_list
 
-    _, items = parse_entity_list(completion_text(completion), labels)
-    return {(normalize(text), normalize(label)) for text, label in items if normalize(text)}
+    counts: Counter = Counter()
+    text = completion_text(completion)
+    chunk = Chunk.from_text(sentence) if sentence is not None else None
+    if chunk is not None and chunk.words:
+        reading = read_entities(chunk, text, labels)
+        counts = reading.counts
+        spans = reading.spans
+        pairs = {(normalize(chunk.text[s:e]), normalize(label)) for s, e, label in spans if normalize(chunk.text[s:e])}
+    else:
+        _, items = parse_entity_list(text, labels, counts)
+        pairs = {(normalize(t), normalize(label)) for t, label in items if normalize(t)}
+    dropped = sum(counts[k] for k in ("unknown_label", "entity_without_text", "not_found"))
+    if counts["unparseable"] or (not pairs and dropped):
+        return None
+    return pairs
 
 
-def f1(pred: Set[Tuple[str, str]], gold: Set[Tuple[str, str]], empty_gold_reward: float = 1.0) -> float:
-    """Set F1 of two pair sets; `empty_gold_reward` when both are empty."""
+def f1(pred: Optional[Set[Tuple[str, str]]], gold: Set[Tuple[str, str]], empty_gold_reward: float = 1.0) -> float:
+    """Set F1 of two pair sets; `empty_gold_reward` when both are empty; 0 for
+    an answer that says nothing readable (`pred` None)."""
+    if pred is None:
+        return 0.0
     if not gold and not pred:
         return empty_gold_reward
     tp = len(pred & gold)

@@ -77,3 +77,33 @@ def plot_series(series: Sequence[Tuple[str, List[Tuple[float, float]]]], path: P
 def history_series(log_history: List[Dict[str, Any]], key: str, x: str = "step") -> List[Tuple[float, float]]:
     """(x, value) for every log entry holding `key`."""
     return [(h[x], h[key]) for h in log_history if key in h and x in h]
+
+
+def save_causal_model(trainer: Any, tokenizer: Any, output_dir: Path, lora: bool, end_of_turn: str) -> None:
+    """Write a folder that `spacy_recot.HFCausal.v2` loads as it is. Every rank
+    calls it: `save_model` gathers the weights that DeepSpeed ZeRO-3 spread over
+    the ranks. A LoRA adapter is saved under `adapter/` and, on rank 0, merged
+    into the base weights; the end of turn joins the stop tokens."""
+    from transformers import GenerationConfig
+
+    output_dir = Path(output_dir)
+    trainer.save_model(str(output_dir / "adapter" if lora else output_dir))
+    if not trainer.is_world_process_zero():
+        return
+    if lora:
+        from peft import AutoPeftModelForCausalLM
+
+        merged = AutoPeftModelForCausalLM.from_pretrained(str(output_dir / "adapter")).merge_and_unload()
+        merged.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    try:
+        generation = GenerationConfig.from_pretrained(output_dir)
+    except OSError:
+        generation = GenerationConfig()
+    stop = tokenizer.convert_tokens_to_ids(end_of_turn)
+    eos = generation.eos_token_id
+    eos = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+    if stop not in eos:
+        generation.eos_token_id = eos + [stop]
+    generation.pad_token_id = tokenizer.pad_token_id
+    generation.save_pretrained(output_dir)

@@ -49,3 +49,18 @@ def test_windows_overlap_and_cover_every_word():
     # Sentences that fit are not windowed (no overlap across sentence boundaries).
     sents = split_chunk(chunk, [1.0] * 20, 6.0, boundaries=[5, 10, 15], overlap=2)
     assert [len(p.words) for p in sents] == [5, 5, 5, 5]
+
+
+def test_paragraph_breaks_keep_sentence_starts():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    doc = nlp("First sentence here.\n\nSecond one is here.\n\nThird one.")
+    assert sentence_starts(doc, doc_words(doc)) == [0, 4, 9]
+
+
+def test_each_window_reaches_past_the_one_before():
+    from spacy_recot.chunks import _windows
+
+    windows = _windows([0.5, 0.5, 0.6, 0.3], 0, 4, 1.0, 8)
+    assert all(e2 > e1 for (_, e1), (_, e2) in zip(windows, windows[1:]))
+    assert windows[0][0] == 0 and windows[-1][1] == 4

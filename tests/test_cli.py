@@ -55,3 +55,29 @@ def test_convert_a_folder_mirrors_the_tree(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "a" / "test.spacy").exists()
     assert json.loads((tmp_path / "out" / "a" / "test.labels.json").read_text()) == ["t"]
+
+
+def test_init_pipeline_finds_the_kind_of_model(tmp_path, tiny_qwen3_dir, tiny_t5_dir):
+    import spacy
+
+    from spacy_recot.cli import app
+
+    labels = tmp_path / "labels.json"
+    labels.write_text('["person"]')
+    runner = CliRunner()
+    done = runner.invoke(
+        app,
+        ["init-pipeline", str(tiny_qwen3_dir), str(tmp_path / "q"), "--labels", str(labels), "--prompt", "reasoning"],
+    )
+    assert done.exit_code == 0, done.output
+    pipe = spacy.load(tmp_path / "q").get_pipe("recot_ner")
+    assert type(pipe.model).__name__ == "HFCausalBackend" and pipe.model.max_new_tokens == 4096
+    done = runner.invoke(
+        app, ["init-pipeline", str(tiny_qwen3_dir), str(tmp_path / "b"), "--labels", str(labels), "--prompt", "recot"]
+    )
+    assert done.exit_code == 0, done.output  # a causal model trained to write BIO (train_sft.py --format bio)
+    assert type(spacy.load(tmp_path / "b").get_pipe("recot_ner").model).__name__ == "HFCausalBackend"
+    done = runner.invoke(
+        app, ["init-pipeline", str(tiny_t5_dir), str(tmp_path / "t"), "--labels", str(labels), "--prompt", "reasoning"]
+    )
+    assert done.exit_code != 0

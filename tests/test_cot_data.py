@@ -195,3 +195,32 @@ def test_cli_cot_data_and_grpo_sample(tmp_path, trained_qwen3_dir):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 3 and {r["source"] for r in rows} == {"sample_data"}
     assert all(set(r) == {"guid", "sentence", "schema", "entities", "source"} for r in rows)
+
+
+def test_resume_refuses_a_bad_middle_line_and_drops_a_cut_multibyte_tail(tmp_path):
+    path = tmp_path / "stage.jsonl"
+    good = json.dumps({"guid": "a", "sentence": "Zürich"}, ensure_ascii=False)
+    path.write_bytes((good + "\n").encode() + '{"guid": "b", "sentence": "Z'.encode() + "ü".encode()[:1])
+    with cd.JsonlWriter(path) as out:
+        assert set(out.done) == {"a"}
+    assert path.read_text(encoding="utf-8") == good + "\n"
+    path.write_text(good + "\n\nnot json\n" + good + "\n", encoding="utf-8")
+    with pytest.raises(cd.CoTDataError, match="stage.jsonl:3"):
+        cd.JsonlWriter(path)
+    assert path.read_text(encoding="utf-8").count(good) == 2  # nothing deleted
+
+
+def test_parse_score_reads_the_verdict():
+    assert cd.parse_score("<think>There are 3 entities") is None
+    assert cd.parse_score("On a scale from 0 to 10 I give 9") == 9
+    assert cd.parse_score("7/10, since ... 3 entities") == 7
+
+
+@requires_data()
+def test_guids_of_a_sets_splits_differ(tmp_path):
+    from spacy_recot.conll import convert
+
+    for split in ("train", "dev"):
+        convert(DATA / "crossner" / "ai" / f"{split}.txt", tmp_path / "ai" / f"{split}.spacy", limit=2)
+    guids = [r["guid"] for split in ("train", "dev") for r in cd.read_labelled(tmp_path / "ai" / f"{split}.spacy")]
+    assert len(set(guids)) == 4

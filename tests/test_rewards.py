@@ -89,3 +89,14 @@ def test_trl_calls_with_keyword_arguments_and_reasoningner_gold():
     assert schema_reward(**kwargs) == [1.0, 0.0]
     row = {"entities": GOLD, "schema": SCHEMA, "sentence": SENTENCE}
     assert weighted_reward(answer({"person": ["Barack Obama"], "location": ["Paris"]}), row) == sum(REWARD_WEIGHTS)
+
+
+def test_unreadable_answers_score_nothing_even_when_gold_is_empty():
+    answers = [
+        "<think>cut off",
+        "no json here",
+        answer({"person": ["Nobody"]}),
+        answer({"city": ["Paris"]}),
+        answer({}),
+    ]
+    assert [rewards(a, gold=[])[0] for a in answers] == [0.0, 0.0, 0.0, 0.0, 1.0]

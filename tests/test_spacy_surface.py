@@ -259,3 +259,22 @@ def test_n_process_2_under_spawn(kind, trained_t5_dir, trained_qwen3_dir, tmp_pa
     pipe = nlp.get_pipe("recot_ner")
     copy = pickle.loads(pickle.dumps(pipe))
     assert not copy.model.is_loaded and copy.labels == pipe.labels
+
+
+def test_labels_survive_sourcing_and_pickling(trained_t5_dir, tmp_path):
+    import pickle
+
+    a = t5_nlp(trained_t5_dir, labels=["person"])
+    b = spacy.blank("en")
+    b.add_pipe("recot_ner", source=a)
+    b.get_pipe("recot_ner").add_label("location")
+    b.to_disk(tmp_path / "b")
+    assert spacy.load(tmp_path / "b").get_pipe("recot_ner").labels == LABELS
+    c = pickle.loads(pickle.dumps(t5_nlp(trained_t5_dir, labels=["person"])))
+    c.get_pipe("recot_ner").add_label("location")
+    c.to_disk(tmp_path / "c")
+    assert spacy.load(tmp_path / "c").get_pipe("recot_ner").labels == LABELS
+    # An override at load still wins.
+    assert spacy.load(tmp_path / "c", config={"components": {"recot_ner": {"labels": ["x"]}}}).get_pipe(
+        "recot_ner"
+    ).labels == ["x"]

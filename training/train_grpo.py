@@ -31,7 +31,7 @@ import typer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spacy_recot.training import history_series, plot_series, single_process_env  # noqa: E402
+from spacy_recot.training import history_series, plot_series, save_causal_model, single_process_env  # noqa: E402
 
 logger = logging.getLogger("train_grpo")
 VLLM_MODES = ("auto", "off", "server", "colocate")
@@ -54,6 +54,7 @@ def read_sample(path: Path, limit: int = 0) -> List[Dict[str, Any]]:
         if not isinstance(row, dict) or not isinstance(row.get("sentence"), str) or "schema" not in row:
             raise typer.BadParameter(f"{path}:{number}: expected sentence, schema and entities")
         row["entities"] = cd._entity_list(row.get("entities"))
+        row["schema"] = cd.schema_list(row["schema"])
         rows.append(row)
         if limit and len(rows) >= limit:
             break
@@ -77,7 +78,7 @@ def prompt_rows(rows: List[Dict[str, Any]], tokenizer: Any, max_prompt_tokens: i
     return out, too_long
 
 
-def use_vllm(mode: str) -> Optional[str]:
+def use_vllm(mode: str, server_url: Optional[str] = None) -> Optional[str]:
     """The vLLM mode to use, or None for transformers' generate."""
     if mode not in VLLM_MODES:
         raise typer.BadParameter(f"--vllm must be one of {VLLM_MODES}, not {mode!r}")
@@ -87,7 +88,8 @@ def use_vllm(mode: str) -> Optional[str]:
 
     available = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
     if mode == "auto":
-        return "server" if available else None
+        # A server needs starting (trl vllm-serve): only when its URL is given.
+        return ("server" if server_url else "colocate") if available else None
     if not available:
         raise typer.BadParameter(f"--vllm {mode} needs vllm installed and a GPU")
     return mode
@@ -125,7 +127,9 @@ def train(
         1.0, "--empty-gold-reward", help="F1 reward when gold and answer are both empty (ReasoningNER's reference: 0)."
     ),
     vllm: str = typer.Option(
-        "auto", "--vllm", help="auto (server when vllm and a GPU are there), off, server, colocate."
+        "auto",
+        "--vllm",
+        help="auto (with vllm and a GPU: server when --vllm-server-url is given, else colocate), off, server, colocate.",
     ),
     vllm_server_url: Optional[str] = typer.Option(
         None, "--vllm-server-url", help="e.g. http://127.0.0.1:8000 (trl vllm-serve)."
@@ -161,7 +165,7 @@ def train(
     rows, too_long = prompt_rows(read_sample(data, limit), tokenizer, max_prompt_tokens)
     if not rows:
         raise typer.BadParameter(f"No row of {data} has a prompt within --max-prompt-tokens {max_prompt_tokens}")
-    mode = use_vllm(vllm)
+    mode = use_vllm(vllm, vllm_server_url)
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     net = load_pretrained(AutoModelForCausalLM, model, dtype=torch.bfloat16 if use_bf16 else torch.float32)
     peft_config = None
@@ -218,10 +222,10 @@ def train(
     if resume and not has_checkpoint:
         logger.warning("--resume: no checkpoint in %s, training from the start", output_dir)
     trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
-    if trainer.is_world_process_zero():
-        from train_sft import save
+    from train_sft import end_of_turn
 
-        save(trainer, tokenizer, output_dir, lora)
+    save_causal_model(trainer, tokenizer, output_dir, lora, end_of_turn(tokenizer))
+    if trainer.is_world_process_zero():
         history = trainer.state.log_history
         keys = (
             "step",

@@ -27,7 +27,13 @@ import typer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spacy_recot.training import LOSSES, history_series, plot_series, single_process_env  # noqa: E402
+from spacy_recot.training import (  # noqa: E402
+    LOSSES,
+    history_series,
+    plot_series,
+    save_causal_model,
+    single_process_env,
+)
 
 logger = logging.getLogger("train_sft")
 FORMATS = ("reasoning", "bio")
@@ -138,20 +144,23 @@ def make_trainer_class() -> Any:
         def __init__(self, *args: Any, loss: str = "ce", alpha: float = 1.2, beta: float = 1.0, **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.loss_name, self.alpha, self.beta = loss, alpha, beta
-            self.model_accepts_loss_kwargs = True
+            if loss == "rcloss":
+                self.model_accepts_loss_kwargs = True
 
         def compute_loss(
             self, model: Any, inputs: Dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
             inputs = dict(inputs)
             b_mask = inputs.pop("b_mask")
+            if self.loss_name == "ce":
+                # TRL's own loss: the same cross-entropy on the unmasked labels,
+                # and its memory-saving LM head, instead of full float32 logits.
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             labels = inputs.pop("labels")
             outputs = model(**inputs)
             # A causal model predicts token t+1 at position t.
             logits, labels, b_mask = outputs.logits[:, :-1], labels[:, 1:], b_mask[:, 1:]
             total = summed_token_loss(logits, labels, b_mask, self.loss_name, self.alpha, self.beta)
-            if num_items_in_batch is not None:
-                num_items_in_batch = num_items_in_batch
             loss = scale_for_accumulation(self, total, labels, num_items_in_batch)
             return (loss, outputs) if return_outputs else loss
 
@@ -281,8 +290,8 @@ def train(
     if resume and not has_checkpoint:
         logger.warning("--resume: no checkpoint in %s, training from the start", output_dir)
     trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
+    save_causal_model(trainer, tokenizer, output_dir, lora, end_of_turn(tokenizer))
     if trainer.is_world_process_zero():
-        save(trainer, tokenizer, output_dir, lora)
         history = trainer.state.log_history
         summary = {
             "model": model,
@@ -302,23 +311,6 @@ def train(
             "CoT tuning",
         )
         typer.echo(f"Saved the model to {output_dir} ({len(rows)} examples, {counts['too_long']} too long)")
-
-
-def save(trainer: Any, tokenizer: Any, output_dir: Path, lora: bool) -> None:
-    """Write a model folder that `spacy_recot.HFCausal.v2` loads as it is: LoRA
-    merged into the weights, the end of turn among the stop tokens."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if lora:
-        model.save_pretrained(output_dir / "adapter")
-        model = model.merge_and_unload()
-    stop = tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer))
-    eos = model.generation_config.eos_token_id
-    eos = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
-    if stop not in eos:
-        model.generation_config.eos_token_id = eos + [stop]
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
 
 
 if __name__ == "__main__":
