@@ -33,7 +33,8 @@ def run(cmd: list) -> None:
 
 
 def sampled_reward(model_dir: Path, data: Path, samples: int, seed: int) -> dict:
-    """Mean rewards of `samples` completions per record (temperature 1), through
+    """Mean rewards of `samples` completions per record (temperature 1, no top-k:
+    as GRPO samples them), through
     the component's backend and the training rewards: a fixed before/after test."""
     import torch
 
@@ -43,7 +44,9 @@ def sampled_reward(model_dir: Path, data: Path, samples: int, seed: int) -> dict
     from spacy_recot.rewards import f1_reward, schema_reward
 
     torch.manual_seed(seed)
-    backend = make_hf_causal_v2(str(model_dir), max_new_tokens=96, generation={"do_sample": True, "temperature": 1.0})
+    backend = make_hf_causal_v2(
+        str(model_dir), max_new_tokens=96, generation={"do_sample": True, "temperature": 1.0, "top_k": 0}
+    )
     rows = [chat_example(r) for r in read_jsonl(data)] * samples
     answers = backend([Request(r["prompt"][0]["content"], Chunk.from_text(r["sentence"])) for r in rows])
     f1 = f1_reward(answers, [r["entities"] for r in rows], [r["schema"] for r in rows], [r["sentence"] for r in rows])
@@ -55,12 +58,12 @@ def sampled_reward(model_dir: Path, data: Path, samples: int, seed: int) -> dict
 def main(
     output: Path = typer.Option(ROOT / "benchmarks" / "results" / "grpo_learns.json", "--output", "-o"),
     n_records: int = typer.Option(8, "--records"),
-    sft_steps: int = typer.Option(160, "--sft-steps"),
-    grpo_steps: int = typer.Option(80, "--grpo-steps"),
-    lr: float = typer.Option(1e-4, "--lr"),
-    samples: int = typer.Option(8, "--samples", help="Completions per record in the before/after test."),
+    sft_steps: int = typer.Option(200, "--sft-steps"),
+    grpo_steps: int = typer.Option(120, "--grpo-steps"),
+    lr: float = typer.Option(3e-4, "--lr"),
+    samples: int = typer.Option(24, "--samples", help="Completions per record in the before/after test."),
     beta: float = typer.Option(0.04, "--beta"),
-    loss_type: str = typer.Option("dr_grpo", "--loss-type"),
+    loss_type: str = typer.Option("grpo", "--loss-type"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     from spacy_recot import cot_data as cd
@@ -148,7 +151,7 @@ def main(
         png.write_bytes((tmp_path / "grpo" / "reward_curve.png").read_bytes())
     steps = log["steps"]
     rewards = [s["reward"] for s in steps]
-    k = max(1, len(rewards) // 4)
+    k = max(1, len(rewards) // 6)
     result = {
         "records": len(records),
         "sft_steps": sft_steps,
@@ -156,12 +159,16 @@ def main(
         "beta": beta,
         "loss_type": loss_type,
         "grpo_steps": len(steps),
-        "mean_reward_first_quarter": sum(rewards[:k]) / k,
-        "mean_reward_last_quarter": sum(rewards[-k:]) / k,
-        "f1_first_quarter": sum(s.get("rewards/f1_reward/mean", 0) for s in steps[:k]) / k,
-        "f1_last_quarter": sum(s.get("rewards/f1_reward/mean", 0) for s in steps[-k:]) / k,
-        "schema_first_quarter": sum(s.get("rewards/schema_reward/mean", 0) for s in steps[:k]) / k,
-        "schema_last_quarter": sum(s.get("rewards/schema_reward/mean", 0) for s in steps[-k:]) / k,
+        # Means over windows of a sixth of the steps (each step samples other prompts).
+        "mean_reward_by_window": [sum(rewards[i : i + k]) / len(rewards[i : i + k]) for i in range(0, len(rewards), k)],
+        "f1_by_window": [
+            sum(s.get("rewards/f1_reward/mean", 0) for s in steps[i : i + k]) / len(steps[i : i + k])
+            for i in range(0, len(steps), k)
+        ],
+        "schema_by_window": [
+            sum(s.get("rewards/schema_reward/mean", 0) for s in steps[i : i + k]) / len(steps[i : i + k])
+            for i in range(0, len(steps), k)
+        ],
         "sampled_before_grpo": before,
         "sampled_after_grpo": after,
         "steps": steps,
@@ -170,8 +177,7 @@ def main(
     write_results(output, result)
     typer.echo(f"sampled reward (max 11) before GRPO {before['reward']:.2f}, after {after['reward']:.2f}")
     typer.echo(
-        f"mean reward (max 11): first quarter {result['mean_reward_first_quarter']:.2f}, "
-        f"last quarter {result['mean_reward_last_quarter']:.2f}"
+        "mean reward per window of steps (max 11): " + ", ".join(f"{r:.2f}" for r in result["mean_reward_by_window"])
     )
 
 
