@@ -19,6 +19,7 @@ import srsly
 from spacy.util import registry
 
 from .chunks import Request
+from .scores import TokenLogprobRecorder, scored_answer
 
 
 class ModelLoadError(ValueError):
@@ -321,12 +322,17 @@ class HFBackend(Backend):
     def _load_kwargs(self) -> Dict[str, Any]:
         return {"revision": self.revision}
 
-    def _count(self, attention_mask: Any, new_ids: Any) -> None:
-        """Add a generate call's prompt tokens and generated tokens (up to and
-        including the first end-of-sequence token of each row) to `stats`."""
+    def _stop_ids(self) -> set:
+        """The ids that end an answer: pad, the tokenizer's and the model's end of sequence."""
         stop = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id}
         eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         stop.update(eos if isinstance(eos, list) else [eos])
+        return stop
+
+    def _count(self, attention_mask: Any, new_ids: Any) -> None:
+        """Add a generate call's prompt tokens and generated tokens (up to and
+        including the first end-of-sequence token of each row) to `stats`."""
+        stop = self._stop_ids()
         generated = 0
         for row in new_ids.tolist():
             generated += next((i + 1 for i, t in enumerate(row) if t in stop), len(row))
@@ -567,17 +573,25 @@ class HFCausalBackend(HFBackend):
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
         kwargs = dict(self.generation)
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        processors = LogitsProcessorList(kwargs.get("logits_processor") or [])
+        # generate expands each prompt into num_beams * num_return_sequences rows.
+        rows = max(kwargs.get("num_beams", 1), kwargs.get("num_return_sequences", 1))
         if self.constrained:
-            # generate expands each prompt into num_beams * num_return_sequences rows.
-            rows = max(kwargs.get("num_beams", 1), kwargs.get("num_return_sequences", 1))
-            processors = LogitsProcessorList(kwargs.get("logits_processor") or [])
             processors.append(self.constraint.processor(requests, rows_per_request=rows))
-            kwargs["logits_processor"] = processors
+        # Last, so it sees what the grammar left; beams reorder rows, so only without them.
+        recorder = TokenLogprobRecorder() if rows == 1 else None
+        if recorder is not None:
+            processors.append(recorder)
+        kwargs["logits_processor"] = processors
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
         self._count(enc["attention_mask"], new_tokens)
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        if recorder is None:
+            return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        logprobs = recorder.finish(out)
+        stop = self._stop_ids()
+        return [scored_answer(self.tokenizer, ids, lps, stop) for ids, lps in zip(new_tokens.tolist(), logprobs)]
 
     def _think_mode(self) -> str:
         """How the answer may start: with thinking off the template has closed

@@ -24,6 +24,7 @@ from .chunks import Chunk, Request, doc_words, sentence_starts, split_chunk
 from .entities import rationale_sentences, reason_for
 from .labels import check_labels
 from .readers import CharSpan, Reading, read_answer
+from .scores import entity_scores
 
 USER_DATA_KEY = "recot"
 ALIGNMENT_MODES = ("strict", "contract", "expand")
@@ -53,6 +54,7 @@ _PIPELINES: "weakref.WeakKeyDictionary[Any, weakref.ref]" = weakref.WeakKeyDicti
         "label_descriptions": None,
         "batch_size": 8,
         "window_overlap": 8,
+        "threshold": 0.0,
         "alignment_mode": "contract",
         "all_occurrences": False,
         "spans_key": None,
@@ -71,6 +73,7 @@ def make_recot_ner(
     label_descriptions: Optional[Dict[str, str]],
     batch_size: int,
     window_overlap: int,
+    threshold: float,
     alignment_mode: str,
     all_occurrences: bool,
     spans_key: Optional[str],
@@ -95,6 +98,9 @@ def make_recot_ner(
         batch size (`nlp.pipe(batch_size=...)`) only sets how many docs are buffered.
     window_overlap (int): Words shared by consecutive windows when a long doc
         without sentence boundaries is cut into windows.
+    threshold (float): Drop entities whose confidence (`score` in the per-doc
+        record, from the model's token probabilities) is below it; entities
+        without a score are kept.
     alignment_mode (str): How `doc.char_span` snaps a match that is off the
         token boundaries: "strict", "contract" or "expand".
     all_occurrences (bool): Entity-list output: mark every occurrence of an
@@ -114,6 +120,7 @@ def make_recot_ner(
         label_descriptions=label_descriptions,
         batch_size=batch_size,
         window_overlap=window_overlap,
+        threshold=threshold,
         alignment_mode=alignment_mode,
         all_occurrences=all_occurrences,
         spans_key=spans_key,
@@ -145,6 +152,7 @@ class RecotNER(Pipe):
         label_descriptions: Optional[Dict[str, str]] = None,
         batch_size: int = 8,
         window_overlap: int = 8,
+        threshold: float = 0.0,
         alignment_mode: str = "contract",
         all_occurrences: bool = False,
         spans_key: Optional[str] = None,
@@ -166,8 +174,11 @@ class RecotNER(Pipe):
             raise ValueError(
                 f"components.{name}.alignment_mode must be one of {ALIGNMENT_MODES}, not {alignment_mode!r}"
             )
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"components.{name}.threshold must be a number from 0 to 1, not {threshold!r}")
         self.batch_size = batch_size
         self.window_overlap = window_overlap
+        self.threshold = float(threshold)
         self.alignment_mode = alignment_mode
         self.all_occurrences = all_occurrences
         self.spans_key = spans_key
@@ -416,17 +427,37 @@ class RecotNER(Pipe):
             all_occurrences=self.all_occurrences,
         )
 
+    def _span_scores(self, doc: Doc, answer: str, reading: Reading) -> Dict[CharSpan, float]:
+        """A confidence per span of an entity-list answer, from the probabilities
+        of the tokens that wrote its string (`spacy_recot.scores`); empty when
+        the backend gives no token probabilities."""
+        if self.output_format != "entities" or not getattr(answer, "token_scores", ()):
+            return {}
+        think_end = answer.find("</think>")
+        by_text = entity_scores(answer, reading.entities, think_end + len("</think>") if think_end != -1 else 0)
+        loose = {("".join(ch for ch in text if ch.isalnum()), label): score for (text, label), score in by_text.items()}
+        out: Dict[CharSpan, float] = {}
+        for start, end, label in reading.spans:
+            text = doc.text[start:end].lower()
+            score = by_text.get((text, label), loose.get(("".join(ch for ch in text if ch.isalnum()), label)))
+            if score is not None:
+                out[(start, end, label)] = score
+        return out
+
     def set_annotations(self, doc: Doc, pairs: Sequence[Tuple[Request, str]]) -> None:
         """Read the answers for a doc's chunks and set its entities."""
         counts: Counter = Counter()
         char_spans: List[CharSpan] = []
         rationales: List[str] = []
+        scores: Dict[CharSpan, float] = {}
         for request, output in pairs:
             reading = self.read(request, output)
             counts.update(reading.counts)
             char_spans.extend(reading.spans)
             if reading.rationale:
                 rationales.append(reading.rationale)
+            for span, score in self._span_scores(doc, output, reading).items():
+                scores[span] = max(score, scores.get(span, 0.0))
         if len(pairs) > 1:
             # Overlapping windows see the same entity twice: keep it once.
             unique = list(dict.fromkeys(char_spans))
@@ -434,12 +465,19 @@ class RecotNER(Pipe):
                 counts["merged_across_chunks"] += len(char_spans) - len(unique)
             char_spans = unique
         spans: List[Span] = []
+        span_scores: Dict[Tuple[int, int, str], float] = {}
         for start, end, label in char_spans:
+            score = scores.get((start, end, label))
+            if score is not None and score < self.threshold:
+                counts["dropped_below_threshold"] += 1
+                continue
             span = doc.char_span(start, end, label=label, alignment_mode=self.alignment_mode)
             if span is None or len(span) == 0:
                 counts["dropped_unaligned"] += 1
                 continue
             spans.append(span)
+            if score is not None:
+                span_scores[(span.start_char, span.end_char, label)] = score
         kept = filter_spans(spans)
         if len(kept) < len(spans):
             counts["dropped_overlapping"] += len(spans) - len(kept)
@@ -450,6 +488,9 @@ class RecotNER(Pipe):
         entities = []
         for s in kept:
             entity = {"text": s.text, "label": s.label_, "start_char": s.start_char, "end_char": s.end_char}
+            score = span_scores.get((s.start_char, s.end_char, s.label_))
+            if score is not None:
+                entity["score"] = round(score, 4)
             reason = reason_for(sentences, s.text)
             if reason is not None:
                 entity["reason"] = reason

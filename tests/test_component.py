@@ -5,7 +5,7 @@ import spacy
 
 from spacy_recot.backends import ModelLoadError
 
-from .conftest import LABELS
+from .conftest import LABELS, reasoning_requests
 
 
 def t5_nlp(path, **cfg):
@@ -312,3 +312,27 @@ def test_bio_output_budget_prices_the_dearest_tag(trained_t5_dir):
         for label in LABELS:
             target = pipe.prompt.render_target(chunk, [(i, i + 1, label) for i in range(len(chunk.words))])
             assert len(pipe.model.tokenizer(target)["input_ids"]) <= 40
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_entities_get_a_score_from_token_probabilities_and_a_threshold(trained_qwen3_dir, constrained):
+    from spacy_recot.scores import Answer
+
+    nlp = qwen_nlp(trained_qwen3_dir, model={"constrained": constrained})
+    doc = nlp("Barack Obama visited Paris .")
+    entities = doc.user_data["recot"]["recot_ner"]["entities"]
+    assert [e["text"] for e in entities] == ["Barack Obama", "Paris"]
+    assert all(0.0 < e["score"] <= 1.0 for e in entities)
+    # The model was trained on this answer: it is sure of it.
+    assert min(e["score"] for e in entities) > 0.5
+    backend = nlp.get_pipe("recot_ner").model
+    (answer,) = backend(reasoning_requests([["Barack", "Obama", "visited", "Paris", "."]]))
+    assert isinstance(answer, Answer) and answer.token_scores
+    # The token offsets cover the answer text, in order.
+    assert answer.token_scores[-1][1] == len(answer) and all(s <= e for s, e, _ in answer.token_scores)
+    strict = qwen_nlp(trained_qwen3_dir, model={"constrained": constrained}, threshold=1.0)
+    record = strict("Barack Obama visited Paris .").user_data["recot"]["recot_ner"]
+    assert record["counts"]["dropped_below_threshold"] >= 1
+    assert all(e["score"] >= 1.0 for e in record["entities"])
+    with pytest.raises(ValueError, match="threshold must be a number from 0 to 1"):
+        qwen_nlp(trained_qwen3_dir, threshold=2)
