@@ -496,5 +496,34 @@ def grpo_sample_command(
     typer.echo(f"Wrote {len(sample)} records to {output}")
 
 
+@app.command()
+def show(
+    pipeline: str = typer.Argument(..., help="A pipeline folder or package name with a recot_ner component."),
+    texts: List[str] = typer.Argument(..., help="Texts to process (a path to a .txt file reads one text a line)."),
+    output: Path = typer.Option(Path("recot.html"), "--output", "-o", help="The HTML page to write."),
+    component: str = typer.Option("recot_ner", "--component", "-c"),
+) -> None:
+    """Process texts and write an HTML page: the entities marked (displaCy), each
+    with its label and score, and a table of entities with their reasons."""
+    import spacy
+
+    from .display import render_page
+
+    nlp = spacy.load(pipeline)
+    if component not in nlp.pipe_names:
+        raise typer.BadParameter(f"the pipeline {pipeline} has no component '{component}' (it has {nlp.pipe_names})")
+    lines: List[str] = []
+    for text in texts:
+        path = Path(text)
+        if path.suffix == ".txt" and path.is_file():
+            lines.extend(line for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        else:
+            lines.append(text)
+    docs = list(nlp.pipe(lines))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render_page(docs, component), encoding="utf-8")
+    typer.echo(f"Wrote {output} ({len(docs)} docs)")
+
+
 def main() -> None:
     app()

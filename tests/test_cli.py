@@ -81,3 +81,32 @@ def test_init_pipeline_finds_the_kind_of_model(tmp_path, tiny_qwen3_dir, tiny_t5
         app, ["init-pipeline", str(tiny_t5_dir), str(tmp_path / "t"), "--labels", str(labels), "--prompt", "reasoning"]
     )
     assert done.exit_code != 0
+
+
+def test_show_writes_a_page_with_scores_and_reasons(tmp_path, trained_qwen3_dir):
+    import spacy
+
+    from spacy_recot.cli import app
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe(
+        "recot_ner",
+        config={
+            "labels": ["person", "location"],
+            "model": {
+                "@misc": "spacy_recot.HFCausal.v2",
+                "name_or_path": str(trained_qwen3_dir),
+                "max_new_tokens": 100,
+            },
+            "prompt": {"@misc": "spacy_recot.ReasoningNERPrompt.v1"},
+        },
+    )
+    nlp.to_disk(tmp_path / "p")
+    done = CliRunner().invoke(
+        app, ["show", str(tmp_path / "p"), "Barack Obama visited Paris .", "--output", str(tmp_path / "page.html")]
+    )
+    assert done.exit_code == 0, done.output
+    page = (tmp_path / "page.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "Barack Obama" in page
+    assert "person 0." in page or "person 1." in page  # the label carries the score
+    assert "Barack Obama is a person." in page  # the reason, in the table
