@@ -28,6 +28,7 @@ from .scores import entity_scores
 
 USER_DATA_KEY = "recot"
 ALIGNMENT_MODES = ("strict", "contract", "expand")
+OVERLAP_POLICIES = ("longest", "score")
 # Docs buffered per backend batch when the caller gives no buffer size.
 BUFFER_FACTOR = 8
 
@@ -55,6 +56,7 @@ _PIPELINES: "weakref.WeakKeyDictionary[Any, weakref.ref]" = weakref.WeakKeyDicti
         "batch_size": 8,
         "window_overlap": 8,
         "threshold": 0.0,
+        "overlaps": "longest",
         "alignment_mode": "contract",
         "all_occurrences": False,
         "spans_key": None,
@@ -74,6 +76,7 @@ def make_recot_ner(
     batch_size: int,
     window_overlap: int,
     threshold: float,
+    overlaps: str,
     alignment_mode: str,
     all_occurrences: bool,
     spans_key: Optional[str],
@@ -101,6 +104,8 @@ def make_recot_ner(
     threshold (float): Drop entities whose confidence (`score` in the per-doc
         record, from the model's token probabilities) is below it; entities
         without a score are kept.
+    overlaps (str): Which of overlapping spans `doc.ents` keeps: "longest"
+        (spaCy's `filter_spans`) or "score" (the most confident, then the longest).
     alignment_mode (str): How `doc.char_span` snaps a match that is off the
         token boundaries: "strict", "contract" or "expand".
     all_occurrences (bool): Entity-list output: mark every occurrence of an
@@ -121,6 +126,7 @@ def make_recot_ner(
         batch_size=batch_size,
         window_overlap=window_overlap,
         threshold=threshold,
+        overlaps=overlaps,
         alignment_mode=alignment_mode,
         all_occurrences=all_occurrences,
         spans_key=spans_key,
@@ -153,6 +159,7 @@ class RecotNER(Pipe):
         batch_size: int = 8,
         window_overlap: int = 8,
         threshold: float = 0.0,
+        overlaps: str = "longest",
         alignment_mode: str = "contract",
         all_occurrences: bool = False,
         spans_key: Optional[str] = None,
@@ -176,6 +183,9 @@ class RecotNER(Pipe):
             )
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise ValueError(f"components.{name}.threshold must be a number from 0 to 1, not {threshold!r}")
+        if overlaps not in OVERLAP_POLICIES:
+            raise ValueError(f"components.{name}.overlaps must be one of {OVERLAP_POLICIES}, not {overlaps!r}")
+        self.overlaps = overlaps
         self.batch_size = batch_size
         self.window_overlap = window_overlap
         self.threshold = float(threshold)
@@ -346,14 +356,9 @@ class RecotNER(Pipe):
             )
         self._ensure_loaded()
         limits = self._limits()
-        schema = self.prompt.schema(self.labels)
         requests: List[Tuple[int, Request]] = []
         for i, doc in enumerate(docs):
-            if not doc.text.strip():
-                continue  # empty and whitespace-only docs pass through untouched
-            for chunk in self._chunks(doc, limits):
-                prompt = self.prompt.render(chunk, self.labels, self.label_descriptions)
-                requests.append((i, Request(prompt, chunk, schema)))
+            requests.extend((i, request) for request in self.requests_for(doc, limits))
         # Characters are a close enough proxy for tokens to group similar
         # lengths, and cost no second tokenization of every prompt.
         order = sorted(range(len(requests)), key=lambda k: len(requests[k][1].prompt))
@@ -383,6 +388,23 @@ class RecotNER(Pipe):
             if i not in failed:
                 self.set_annotations(docs[i], pairs)
         return [doc for i, doc in enumerate(docs) if i not in failed], failures
+
+    def requests_for(
+        self, doc: Doc, limits: Optional[Tuple[Optional[int], Optional[int], int]] = None
+    ) -> List[Request]:
+        """What the backend is asked about a doc: one request per chunk (none for
+        an empty or whitespace-only doc). With `set_annotations(doc, pairs)` this
+        lets a caller run the backend itself (to cache answers, or to read the
+        same answers several ways)."""
+        if not doc.text.strip():
+            return []
+        self._ensure_loaded()
+        limits = limits if limits is not None else self._limits()
+        schema = self.prompt.schema(self.labels)
+        return [
+            Request(self.prompt.render(chunk, self.labels, self.label_descriptions), chunk, schema)
+            for chunk in self._chunks(doc, limits)
+        ]
 
     def _limits(self) -> Tuple[Optional[int], Optional[int], int]:
         """Room for the words in the prompt and in the answer, and what the
@@ -426,6 +448,25 @@ class RecotNER(Pipe):
             written_words=self.model.roundtrip(request.chunk.words) if self.output_format == "bio" else None,
             all_occurrences=self.all_occurrences,
         )
+
+    def _resolve_overlaps(self, spans: List[Span], scores: Dict[Tuple[int, int, str], float]) -> List[Span]:
+        """The spans `doc.ents` keeps: spaCy's `filter_spans` (longest first), or
+        with overlaps = "score" the most confident first (spans without a score
+        after those with one), then the longest."""
+        if self.overlaps == "longest":
+            return filter_spans(spans)
+
+        def rank(span: Span) -> Tuple[float, int, int]:
+            score = scores.get((span.start_char, span.end_char, span.label_), -1.0)
+            return (score, len(span), -span.start)
+
+        kept: List[Span] = []
+        taken: set = set()
+        for span in sorted(spans, key=rank, reverse=True):
+            if not taken.intersection(range(span.start, span.end)):
+                kept.append(span)
+                taken.update(range(span.start, span.end))
+        return sorted(kept, key=lambda s: s.start)
 
     def _span_scores(self, doc: Doc, answer: str, reading: Reading) -> Dict[CharSpan, float]:
         """A confidence per span of an entity-list answer, from the probabilities
@@ -478,7 +519,7 @@ class RecotNER(Pipe):
             spans.append(span)
             if score is not None:
                 span_scores[(span.start_char, span.end_char, label)] = score
-        kept = filter_spans(spans)
+        kept = self._resolve_overlaps(spans, span_scores)
         if len(kept) < len(spans):
             counts["dropped_overlapping"] += len(spans) - len(kept)
         doc.set_ents(kept)

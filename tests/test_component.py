@@ -336,3 +336,22 @@ def test_entities_get_a_score_from_token_probabilities_and_a_threshold(trained_q
     assert all(e["score"] >= 1.0 for e in record["entities"])
     with pytest.raises(ValueError, match="threshold must be a number from 0 to 1"):
         qwen_nlp(trained_qwen3_dir, threshold=2)
+
+
+def test_overlaps_resolved_by_score_or_length():
+    from spacy_recot.component import RecotNER
+    from spacy_recot.oracle import OracleBackend
+
+    nlp = spacy.blank("en")
+    doc = nlp("any good cheap german restaurants nearby")
+    whole = doc.char_span(0, len(doc.text), label="restaurant name")
+    german = doc.char_span(15, 21, label="cuisine")
+    nearby = doc.char_span(34, 40, label="location")
+    scores = {(0, len(doc.text), "restaurant name"): 0.3, (15, 21, "cuisine"): 0.9}
+    pipe = RecotNER(nlp.vocab, OracleBackend("g.spacy", output_format="entities"), labels=["cuisine"])
+    assert pipe._resolve_overlaps([whole, german, nearby], scores) == [whole]
+    pipe.overlaps = "score"
+    # The confident short answers win; an unscored span ranks after scored ones.
+    assert pipe._resolve_overlaps([whole, german, nearby], scores) == [german, nearby]
+    with pytest.raises(ValueError, match="overlaps must be one of"):
+        spacy.blank("en").add_pipe("recot_ner", config={"labels": ["a"], "overlaps": "first"})
