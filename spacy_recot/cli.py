@@ -407,8 +407,8 @@ def cot_data_command(
     for path in inputs:
         if not path.exists():
             raise typer.BadParameter(f"{path} does not exist")
-        if path.suffix in (".json", ".jsonl") and _has_cot(path):
-            given.extend(r for i, r in enumerate(cd.read_ner_cot(path)) if not limit or i < limit)
+        if cd.has_chains(path):
+            given.extend(cd.read_records(path, limit))
         else:
             annotated.extend(cd.read_labelled(path, limit=limit))
     out = output_dir
@@ -450,12 +450,6 @@ def cot_data_command(
     typer.echo(f"Wrote {len(kept)} NER-CoT records to {final}")
 
 
-def _has_cot(path: Path) -> bool:
-    with open(path, encoding="utf-8") as f:
-        head = f.read(20000)
-    return '"cot"' in head
-
-
 @app.command("grpo-sample")
 def grpo_sample_command(
     inputs: List[Path] = typer.Argument(
@@ -478,10 +472,7 @@ def grpo_sample_command(
     for path in inputs:
         if not path.exists():
             raise typer.BadParameter(f"{path} does not exist")
-        if path.suffix in (".json", ".jsonl") and _has_cot(path):
-            records.extend(cd.read_ner_cot(path))
-        else:
-            records.extend({**r, "entities": r.pop("gold")} for r in cd.read_labelled(path))
+        records.extend(cd.read_records(path))
     sample, report = cd.stratified_sample(records, num_samples, max_count, seed, not include_evaluation_sets)
     output.parent.mkdir(parents=True, exist_ok=True)
     keys = ("guid", "sentence", "schema", "entities", "source")

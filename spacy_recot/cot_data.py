@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 from tqdm import tqdm
 
 from .chunks import Chunk, Request
+from .instruction_data import InstructionDataError, read_json_records
 from .labels import LabelMatcher
 from .prompts import REASONING_NER_TEMPLATE
 from .readers import read_entities
@@ -56,24 +57,7 @@ class CoTDataError(ValueError):
     """An input record is malformed; the message names the file and record."""
 
 
-def _read_json_records(path: Path) -> List[Any]:
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-        return data if isinstance(data, list) else [data]
-    except ValueError:
-        pass
-    records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except ValueError as err:
-                raise CoTDataError(f"{path}:{number}: not a JSON record ({err})") from None
-    return records
-
-
-def _entity_list(entities: Any) -> List[Dict[str, str]]:
+def entity_list(entities: Any) -> List[Dict[str, str]]:
     """`[{text, label}]` from the shapes NER-CoT files use."""
     if isinstance(entities, dict):
         entities = entities.get("entities", entities)
@@ -102,7 +86,11 @@ def read_ner_cot(path: Path) -> Iterator[Record]:
     """Records of a NER-CoT file (JSON list or JSON lines): guid, dataset or
     source, sentence, schema, cot, entities (a list of {text, label} or a
     {label: [text]} object)."""
-    for i, raw in enumerate(_read_json_records(path)):
+    try:
+        raws = read_json_records(Path(path))
+    except InstructionDataError as err:
+        raise CoTDataError(str(err)) from None
+    for i, raw in enumerate(raws):
         if not isinstance(raw, dict) or not isinstance(raw.get("sentence"), str):
             raise CoTDataError(f"{path} record {i}: expected an object with a 'sentence' string")
         schema = schema_list(raw.get("schema"))
@@ -111,7 +99,7 @@ def read_ner_cot(path: Path) -> Iterator[Record]:
             "sentence": raw["sentence"],
             "schema": schema,
             "cot": str(raw.get("cot") or ""),
-            "entities": _entity_list(raw.get("entities")),
+            "entities": entity_list(raw.get("entities")),
             "source": str(raw.get("source", raw.get("dataset", Path(path).stem))),
         }
 
@@ -278,7 +266,7 @@ def check_record(record: Record, match_gold: bool = False) -> Optional[str]:
             return "json_invalid"
         if not isinstance(value, dict) or not isinstance(value.get("entities"), dict):
             return "json_not_an_entity_object"
-        entities = _entity_list(value["entities"])
+        entities = entity_list(value["entities"])
     labels = LabelMatcher(record.get("schema") or [])
     for entity in entities:
         if labels(entity["label"]) is None:
@@ -367,10 +355,38 @@ def judge(
 
 
 def read_jsonl(path: Path) -> List[Record]:
-    """The records of a stage's output."""
+    """The records of a stage's output (JSON lines); a bad line fails naming file:line."""
     if not Path(path).exists():
         return []
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise CoTDataError(f"{path}:{number}: not a JSON record ({err})") from None
+        if not isinstance(record, dict):
+            raise CoTDataError(f"{path}:{number}: expected a JSON object")
+        records.append(record)
+    return records
+
+
+def has_chains(path: Path) -> bool:
+    """Whether a file holds NER-CoT records (JSON with a "cot" field), not labelled data to annotate."""
+    path = Path(path)
+    if path.suffix not in (".json", ".jsonl"):
+        return False
+    with open(path, encoding="utf-8") as f:
+        return '"cot"' in f.read(20000)
+
+
+def read_records(path: Path, limit: int = 0) -> List[Record]:
+    """Records with gold `entities` from any input the training commands take:
+    NER-CoT files (with their chains) or labelled data (no chain)."""
+    if has_chains(path):
+        return list(read_ner_cot(path))[: limit or None]
+    return [{**r, "entities": r.pop("gold"), "cot": ""} for r in read_labelled(path, limit=limit)]
 
 
 def ner_cot_record(record: Record) -> Record:

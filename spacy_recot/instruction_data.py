@@ -45,7 +45,8 @@ class Passage:
     negatives: List[str] = field(default_factory=list)
 
 
-def _records(path: Path) -> List[Any]:
+def read_json_records(path: Path) -> List[Any]:
+    """The records of a JSON list (or object) or JSON lines file; a bad line fails naming file:line."""
     text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
@@ -149,7 +150,7 @@ def read_pile_ner(path: Path, counts: Optional[Counter] = None) -> Iterator[Pass
         yield from read_spacy_passages(Path(path))
         return
     tokenizer = None
-    for i, record in enumerate(_records(Path(path))):
+    for i, record in enumerate(read_json_records(Path(path))):
         if not isinstance(record, dict):
             raise InstructionDataError(f"{path} record {i}: expected an object, got {type(record).__name__}")
         if "conversations" in record:

@@ -2,12 +2,14 @@
 the token loss (RCLoss or cross-entropy) scaled for gradient accumulation, and
 the plot of a run's curves."""
 
+import logging
 import os
 import socket
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 LOSSES = ("rcloss", "ce")
+logger = logging.getLogger("spacy_recot.training")
 
 
 def _free_port() -> int:
@@ -22,6 +24,52 @@ def single_process_env() -> None:
         os.environ.update(
             RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
         )
+
+
+def prepare_deepspeed(config: Optional[Path]) -> None:
+    """Check a --deepspeed config exists and set up a one-process group for it."""
+    if config is None:
+        return
+    if not Path(config).exists():
+        raise ValueError(f"--deepspeed: {config} does not exist")
+    single_process_env()
+
+
+def train_resuming(trainer: Any, output_dir: Path, resume: bool) -> None:
+    """`trainer.train()`, from the last checkpoint in `output_dir` when asked and there is one."""
+    has_checkpoint = any(Path(output_dir).glob("checkpoint-*"))
+    if resume and not has_checkpoint:
+        logger.warning("--resume: no checkpoint in %s, training from the start", output_dir)
+    trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
+
+
+def chat_tokenizer(model: str, padding_side: Optional[str] = None) -> Any:
+    """The tokenizer of a causal chat model (refused without a chat template), with a pad token."""
+    from transformers import AutoTokenizer
+
+    from .backends import load_pretrained
+
+    tokenizer = load_pretrained(AutoTokenizer, model)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"--model {model}: the tokenizer has no chat template")
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def end_of_turn(tokenizer: Any) -> str:
+    """What closes an assistant turn: ChatML's `<|im_end|>` when the tokenizer
+    has it, else the end-of-sequence token."""
+    return "<|im_end|>" if "<|im_end|>" in tokenizer.get_vocab() else tokenizer.eos_token
+
+
+def lora_config(r: int = 16, alpha: int = 32) -> Any:
+    """A peft LoRA adapter on every linear layer of a causal LM."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
 def summed_token_loss(logits: Any, labels: Any, b_mask: Any, loss: str, alpha: float = 1.2, beta: float = 1.0) -> Any:
@@ -79,7 +127,7 @@ def history_series(log_history: List[Dict[str, Any]], key: str, x: str = "step")
     return [(h[x], h[key]) for h in log_history if key in h and x in h]
 
 
-def save_causal_model(trainer: Any, tokenizer: Any, output_dir: Path, lora: bool, end_of_turn: str) -> None:
+def save_causal_model(trainer: Any, tokenizer: Any, output_dir: Path, lora: bool) -> None:
     """Write a folder that `spacy_recot.HFCausal.v2` loads as it is. Every rank
     calls it: `save_model` gathers the weights that DeepSpeed ZeRO-3 spread over
     the ranks. A LoRA adapter is saved under `adapter/` and, on rank 0, merged
@@ -100,7 +148,7 @@ def save_causal_model(trainer: Any, tokenizer: Any, output_dir: Path, lora: bool
         generation = GenerationConfig.from_pretrained(output_dir)
     except OSError:
         generation = GenerationConfig()
-    stop = tokenizer.convert_tokens_to_ids(end_of_turn)
+    stop = tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer))
     eos = generation.eos_token_id
     eos = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
     if stop not in eos:

@@ -31,9 +31,16 @@ import typer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spacy_recot.training import history_series, plot_series, save_causal_model, single_process_env  # noqa: E402
+from spacy_recot.training import (  # noqa: E402
+    chat_tokenizer,
+    history_series,
+    lora_config,
+    plot_series,
+    prepare_deepspeed,
+    save_causal_model,
+    train_resuming,
+)
 
-logger = logging.getLogger("train_grpo")
 VLLM_MODES = ("auto", "off", "server", "colocate")
 
 
@@ -43,21 +50,15 @@ def read_sample(path: Path, limit: int = 0) -> List[Dict[str, Any]]:
 
     if not path.exists():
         raise typer.BadParameter(f"{path} does not exist")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as err:
-            raise typer.BadParameter(f"{path}:{number}: not a JSON record ({err})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("sentence"), str) or "schema" not in row:
-            raise typer.BadParameter(f"{path}:{number}: expected sentence, schema and entities")
-        row["entities"] = cd._entity_list(row.get("entities"))
+    try:
+        rows = cd.read_jsonl(path)[: limit or None]
+    except cd.CoTDataError as err:
+        raise typer.BadParameter(str(err)) from None
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row.get("sentence"), str) or "schema" not in row:
+            raise typer.BadParameter(f"{path} record {number}: expected sentence, schema and entities")
+        row["entities"] = cd.entity_list(row.get("entities"))
         row["schema"] = cd.schema_list(row["schema"])
-        rows.append(row)
-        if limit and len(rows) >= limit:
-            break
     return rows
 
 
@@ -145,36 +146,26 @@ def train(
     """GRPO with the composite reward 10 * F1 + 1 * schema validity."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
     from spacy_recot.backends import load_pretrained
     from spacy_recot.rewards import f1_reward, schema_reward
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if deepspeed is not None:
-        if not deepspeed.exists():
-            raise typer.BadParameter(f"--deepspeed: {deepspeed} does not exist")
-        single_process_env()
-    tokenizer = load_pretrained(AutoTokenizer, model)
-    if not getattr(tokenizer, "chat_template", None):
-        raise typer.BadParameter(f"--model {model}: the tokenizer has no chat template")
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        prepare_deepspeed(deepspeed)
+        # TRL wants GRPO prompts padded on the left.
+        tokenizer = chat_tokenizer(model, padding_side="left")
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
     rows, too_long = prompt_rows(read_sample(data, limit), tokenizer, max_prompt_tokens)
     if not rows:
         raise typer.BadParameter(f"No row of {data} has a prompt within --max-prompt-tokens {max_prompt_tokens}")
     mode = use_vllm(vllm, vllm_server_url)
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     net = load_pretrained(AutoModelForCausalLM, model, dtype=torch.bfloat16 if use_bf16 else torch.float32)
-    peft_config = None
-    if lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
-        )
+    peft_config = lora_config() if lora else None
     vllm_args: Dict[str, Any] = {"use_vllm": mode is not None}
     if mode is not None:
         vllm_args["vllm_mode"] = mode
@@ -218,13 +209,8 @@ def train(
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    has_checkpoint = any(output_dir.glob("checkpoint-*"))
-    if resume and not has_checkpoint:
-        logger.warning("--resume: no checkpoint in %s, training from the start", output_dir)
-    trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
-    from train_sft import end_of_turn
-
-    save_causal_model(trainer, tokenizer, output_dir, lora, end_of_turn(tokenizer))
+    train_resuming(trainer, output_dir, resume)
+    save_causal_model(trainer, tokenizer, output_dir, lora)
     if trainer.is_world_process_zero():
         history = trainer.state.log_history
         keys = (

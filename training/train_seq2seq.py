@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spacy_recot.instruction_data import read_instances  # noqa: E402
 from spacy_recot.prompts import BIO_PROMPTS, bio_prompt  # noqa: E402
-from spacy_recot.training import single_process_env  # noqa: E402
+from spacy_recot.training import single_process_env, train_resuming  # noqa: E402
 
 LOSSES = ("rcloss", "ce")
 logger = logging.getLogger("train_seq2seq")
@@ -356,10 +356,7 @@ def run_training(trainer: Any, output_dir: Path, resume: bool = False) -> Dict[s
     the best epoch's model and tokenizer in `output_dir`, write the per-epoch log
     (training_log.json) and the curves (training_curves.png)."""
     output_dir = Path(output_dir)
-    has_checkpoint = any(output_dir.glob("checkpoint-*"))
-    if resume and not has_checkpoint:
-        logger.warning("--resume: no checkpoint in %s, training from the start", output_dir)
-    trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
+    train_resuming(trainer, output_dir, resume)
     trainer.save_model(str(output_dir))  # also saves the tokenizer (processing_class)
     history = trainer.state.log_history
     summary = {

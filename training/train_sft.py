@@ -29,42 +29,18 @@ sys.path.insert(0, str(ROOT))
 
 from spacy_recot.training import (  # noqa: E402
     LOSSES,
+    chat_tokenizer,
+    end_of_turn,
     history_series,
+    lora_config,
     plot_series,
+    prepare_deepspeed,
     save_causal_model,
-    single_process_env,
+    train_resuming,
 )
 
 logger = logging.getLogger("train_sft")
 FORMATS = ("reasoning", "bio")
-
-
-def read_records(paths: List[Path], limit: int = 0) -> List[Dict[str, Any]]:
-    """NER-CoT records (JSON / JSON lines) or labelled sets (.spacy, Pile-NER: no chain)."""
-    from spacy_recot import cot_data as cd
-
-    records: List[Dict[str, Any]] = []
-    for path in paths:
-        if not path.exists():
-            raise typer.BadParameter(f"{path} does not exist")
-        if path.suffix == ".spacy" or not _has_cot(path):
-            rows = [{**r, "entities": r.pop("gold"), "cot": ""} for r in cd.read_labelled(path, limit=limit)]
-        else:
-            rows = list(cd.read_ner_cot(path))[: limit or None]
-        records.extend(rows)
-    return records
-
-
-def _has_cot(path: Path) -> bool:
-    with open(path, encoding="utf-8") as f:
-        return '"cot"' in f.read(20000)
-
-
-def end_of_turn(tokenizer: Any) -> str:
-    """What closes an assistant turn: ChatML's `<|im_end|>` when the tokenizer
-    has it, else the end-of-sequence token."""
-    vocab = tokenizer.get_vocab()
-    return "<|im_end|>" if "<|im_end|>" in vocab else tokenizer.eos_token
 
 
 def bio_example(record: Dict[str, Any]) -> Dict[str, Any]:
@@ -209,7 +185,7 @@ def train(
     """CoT tuning (SFT) of a causal model on NER-CoT records, loss on the answer only."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import SFTConfig
 
     from spacy_recot import cot_data as cd
@@ -222,16 +198,15 @@ def train(
         raise typer.BadParameter(f"--loss must be one of {LOSSES}, not {loss!r}")
     if loss == "rcloss" and answer_format != "bio":
         raise typer.BadParameter("--loss rcloss weights the B of BIO tags: use it with --format bio")
-    if deepspeed is not None:
-        if not deepspeed.exists():
-            raise typer.BadParameter(f"--deepspeed: {deepspeed} does not exist")
-        single_process_env()
-    tokenizer = load_pretrained(AutoTokenizer, model)
-    if not getattr(tokenizer, "chat_template", None):
-        raise typer.BadParameter(f"--model {model}: the tokenizer has no chat template")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    records = read_records(data, limit)
+    try:
+        prepare_deepspeed(deepspeed)
+        tokenizer = chat_tokenizer(model)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    for path in data:
+        if not path.exists():
+            raise typer.BadParameter(f"{path} does not exist")
+    records = [r for path in data for r in cd.read_records(path, limit)]
     counts = {"records": len(records), "too_long": 0}
     rows = []
     for record in records:
@@ -247,13 +222,7 @@ def train(
         logger.warning("%d records longer than --max-length %d were left out", counts["too_long"], max_length)
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     net = load_pretrained(AutoModelForCausalLM, model, dtype=torch.bfloat16 if use_bf16 else torch.float32)
-    peft_config = None
-    if lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
-        )
+    peft_config = lora_config(lora_r, lora_alpha) if lora else None
     args = SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=epochs,
@@ -286,11 +255,8 @@ def train(
         alpha=alpha,
         beta=beta,
     )
-    has_checkpoint = any(output_dir.glob("checkpoint-*"))
-    if resume and not has_checkpoint:
-        logger.warning("--resume: no checkpoint in %s, training from the start", output_dir)
-    trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
-    save_causal_model(trainer, tokenizer, output_dir, lora, end_of_turn(tokenizer))
+    train_resuming(trainer, output_dir, resume)
+    save_causal_model(trainer, tokenizer, output_dir, lora)
     if trainer.is_world_process_zero():
         history = trainer.state.log_history
         summary = {
