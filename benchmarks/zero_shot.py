@@ -75,6 +75,8 @@ def main(
         res["generated_tokens"] = generated
         res["tokens_per_second"] = generated / res["seconds"] if res["seconds"] else 0.0
         res["sentences_per_second"] = len(examples) / res["seconds"] if res["seconds"] else 0.0
+        # Each doc's entities, to compare two runs answer by answer (compare_runs.py).
+        res["predictions"] = [[[e.start_char, e.end_char, e.label_] for e in eg.predicted.ents] for eg in examples]
         results["datasets"][path.parent.name] = res
         typer.echo(
             f"{path.parent.name}: F {res['ents_f']:.3f}  normalized F {res['normalized']['f']:.3f}  "

@@ -7,6 +7,7 @@ pipeline folder, without touching the network); `load()` reads them from
 `name_or_path`, `from_disk()` from a pipeline folder.
 """
 
+import copy
 import os
 import tempfile
 import threading
@@ -189,12 +190,33 @@ def check_dtype(dtype: str) -> None:
         raise ValueError(f"Unknown dtype {dtype!r} (model.dtype): use one of {list(DTYPES)}")
 
 
-def resolve_dtype(dtype: str, device: str) -> Any:
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX):
+    there bfloat16 matrix products are several times faster than float32."""
+    import torch
+
+    # Private probes, so each is guarded: an older or newer torch answers "no".
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def resolve_dtype(dtype: str, device: str, half: str = "float16") -> Any:
+    """The torch dtype for a `dtype` setting on `device`.
+
+    "auto" picks the fastest precision that keeps answers (measured in
+    docs/speed.md): bfloat16 on a CPU that computes in it natively, float32 on
+    other CPUs (emulated half precision is slower there); on a GPU bfloat16
+    where supported, else `half` (T5 overflows in float16: its backend passes
+    "float32"). Untested here on GPU.
+    """
     import torch
 
     if dtype == "auto":
-        # On CPU half precision is slow or unsupported for many ops: use float32.
-        return torch.float32 if device == "cpu" else "auto"
+        if device == "cpu":
+            return torch.bfloat16 if cpu_has_bf16() else torch.float32
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else getattr(torch, half)
+        return "auto"
     try:
         return getattr(torch, dtype)
     except AttributeError:
@@ -263,6 +285,8 @@ class HFBackend(Backend):
     """What the Hugging Face backends share: loading, token counts, saving."""
 
     auto_model: str = ""  # the transformers Auto class that loads the weights
+    # dtype "auto" on a GPU without bfloat16: the half precision the model survives.
+    gpu_half: str = "float16"
     _transient = ("model", "tokenizer")
 
     def __init__(
@@ -304,13 +328,14 @@ class HFBackend(Backend):
         the model being trained); `release()` lets go of it again."""
         with self.lock:
             self.model, self.tokenizer = model, tokenizer
-            self.__dict__["_constraint"] = None  # a grammar belongs to one tokenizer
+            # A grammar belongs to one tokenizer, a prefix cache to one model.
+            self.__dict__["_constraint"] = self.__dict__["_prefix"] = None
 
     def release(self) -> None:
         """Drop the model and tokenizer (they are loaded again on next use)."""
         with self.lock:
             self.model = self.tokenizer = None
-            self.__dict__["_constraint"] = None
+            self.__dict__["_constraint"] = self.__dict__["_prefix"] = None
 
     def load(self) -> None:
         if self._source is not None:
@@ -350,7 +375,7 @@ class HFBackend(Backend):
             model = load_pretrained(
                 getattr(transformers, self.auto_model),
                 source,
-                dtype=resolve_dtype(self.dtype_name, device),
+                dtype=resolve_dtype(self.dtype_name, device, self.gpu_half),
                 device_map=device,
                 **kwargs,
             )
@@ -393,23 +418,57 @@ class HFSeq2SeqBackend(HFBackend):
 
     auto_model = "AutoModelForSeq2SeqLM"
     output_formats = ("bio",)
+    gpu_half = "float32"  # T5's activations overflow float16
     # Published seq2seq NER checkpoints (GNER-T5) were trained on GNER's instruction.
     default_prompt = "spacy_recot.GNERPrompt.v1"
 
-    def generate(self, requests: Sequence[Request]) -> List[str]:
-        import torch
+    # How answers are decoded: "free" (generate as configured), "constrained"
+    # (token by token, only the words and valid BIO tags), "forced" (the same
+    # answers by parallel fixed-point iteration; see bio_decoding.py).
+    DECODINGS = ("free", "constrained", "forced")
 
-        enc = self.tokenizer(
+    def __init__(self, name_or_path: str, *, decoding: str = "free", **kwargs: Any):
+        super().__init__(name_or_path, **kwargs)
+        if decoding not in self.DECODINGS:
+            raise ValueError(f"Unknown decoding {decoding!r} (model.decoding): use one of {list(self.DECODINGS)}")
+        self.decoding = decoding
+
+    def _encode(self, requests: Sequence[Request]) -> Any:
+        return self.tokenizer(
             [r.prompt for r in requests],
             return_tensors="pt",
             padding=True,
             truncation=True,
             max_length=self.max_input_tokens,
         ).to(self.model.device)
+
+    def generate(self, requests: Sequence[Request]) -> List[str]:
+        import torch
+
+        enc = self._encode(requests)
+        if self.decoding != "free":
+            return self._generate_bio(requests, enc)
         with torch.inference_mode():
             out = self.model.generate(**enc, **self.generation)
         self._count(enc["attention_mask"], out[:, 1:])  # T5 starts with the pad token
         return self.tokenizer.batch_decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _generate_bio(self, requests: Sequence[Request], enc: Any) -> List[str]:
+        """Answers that copy the words and choose only valid BIO tags."""
+        from .bio_decoding import WordChoices, answer_text, constrained_generate, forced_decode
+
+        choices = [WordChoices.build(self.tokenizer, r.chunk.words, r.labels) for r in requests]
+        if self.decoding == "constrained":
+            generation = {k: v for k, v in self.generation.items() if k != "max_new_tokens"}
+            out = constrained_generate(self.model, enc, choices, **generation)
+            self._count(enc["attention_mask"], out[:, 1:])
+            return self.tokenizer.batch_decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        tags, counts = forced_decode(self.model, enc, choices)
+        self.stats.update(counts)
+        self.stats["generate_calls"] += 1
+        self.stats["prompt_tokens"] += int(enc["attention_mask"].sum())
+        self.stats["generated_tokens"] += sum(len(c.sequence(t)) for c, t in zip(choices, tags))
+        return [answer_text(c, t, self.tokenizer) for c, t in zip(choices, tags)]
 
 
 def _warn_v1_generation(name: str, generation: Dict[str, Any]) -> None:
@@ -461,7 +520,8 @@ def make_hf_seq2seq_v2(
         "dyyyyyyyy/GNER-T5-base".
     device (str): "auto" (spaCy's GPU after `spacy.require_gpu`, else a GPU when
         torch sees one, else the CPU), "cpu", "cuda", "cuda:1", ...
-    dtype (str): "auto" (float32 on CPU, the checkpoint's dtype on GPU) or a torch dtype name.
+    dtype (str): "auto" (bfloat16 on a CPU that computes in it natively and on
+        GPUs that support it, else float32) or a torch dtype name.
     max_input_tokens (int): Longer docs are split into chunks that fit.
     max_new_tokens (int): The longest answer; docs are split so that the BIO
         answer (every word with its tag) fits.
@@ -474,6 +534,40 @@ def make_hf_seq2seq_v2(
         device=device,
         dtype=dtype,
         max_input_tokens=max_input_tokens,
+        generation=merge_generation({"num_beams": 1, "do_sample": False}, generation, max_new_tokens),
+    )
+
+
+@registry.misc("spacy_recot.HFSeq2Seq.v3")
+def make_hf_seq2seq_v3(
+    name_or_path: str,
+    revision: Optional[str] = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_input_tokens: int = 640,
+    max_new_tokens: int = 640,
+    decoding: str = "forced",
+    generation: Dict[str, Any] = {},
+) -> HFSeq2SeqBackend:
+    """A seq2seq model in Hugging Face format whose BIO answers copy the words.
+
+    decoding (str): "forced" (default): the words are forced and only the tags
+        decided, under valid BIO over the offered labels, by parallel
+        fixed-point iteration: the answers of constrained greedy decoding in a
+        few decoder passes. "constrained": the same answers token by token
+        through `generate`. "free": plain `generate` with `generation`.
+    dtype (str): "auto": bfloat16 on a CPU that computes in it natively and on
+        GPUs that support it, else float32.
+    The other settings are those of `spacy_recot.HFSeq2Seq.v2`; `generation`
+    applies to "free" (and, but for its length, "constrained").
+    """
+    return HFSeq2SeqBackend(
+        name_or_path,
+        revision=revision,
+        device=device,
+        dtype=dtype,
+        max_input_tokens=max_input_tokens,
+        decoding=decoding,
         generation=merge_generation({"num_beams": 1, "do_sample": False}, generation, max_new_tokens),
     )
 
@@ -491,6 +585,29 @@ def check_xgrammar() -> None:
         ) from err
 
 
+class AnswerCap:
+    """A stopping criterion for `generate`: each row ends at its own cap of new
+    tokens (None: no cap), unless its answer opened with a `<think>` block,
+    whose length no budget knows. A row that ends early is padded while the
+    rest of the batch goes on; the batch ends when every row has."""
+
+    def __init__(self, prompt_length: int, caps: Sequence[Optional[int]], tokenizer: Any):
+        self.prompt_length = prompt_length
+        self.caps = list(caps)
+        self.tokenizer = tokenizer
+        self.thinking = [False] * len(self.caps)
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        new = input_ids.shape[1] - self.prompt_length
+        if new <= 8:  # how the answer opens is known after a few tokens
+            starts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+            self.thinking = [text.lstrip().startswith("<think") for text in starts]
+        done = [cap is not None and new >= cap and not think for cap, think in zip(self.caps, self.thinking)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 class HFCausalBackend(HFBackend):
     """A Hugging Face causal chat model (Qwen3, Qwen2.5, SmolLM2, ...) run with `generate`.
 
@@ -501,7 +618,13 @@ class HFCausalBackend(HFBackend):
     """
 
     auto_model = "AutoModelForCausalLM"
-    _transient = ("model", "tokenizer", "_constraint")
+    _transient = ("model", "tokenizer", "_constraint", "_prefix")
+    # Shorter shared beginnings are not worth a cache of their own.
+    MIN_SHARED_PREFIX = 16
+    # An answer without reasoning is stopped at a * its budget + b tokens: room
+    # for the indented JSON models copy from the prompt, none for an answer that
+    # repeats itself until max_new_tokens (it holds up its whole batch).
+    ANSWER_CAP = (2, 16)
 
     def __init__(
         self,
@@ -512,9 +635,12 @@ class HFCausalBackend(HFBackend):
         system_prompt: Optional[str] = None,
         constrained: bool = False,
         max_entity_words: int = 12,
+        reuse_prefix: bool = True,
         **kwargs: Any,
     ):
         super().__init__(name_or_path, **kwargs)
+        self.reuse_prefix = reuse_prefix
+        self._prefix: Optional[Tuple[Tuple[int, ...], Any]] = None
         self.gguf_file = gguf_file
         self.thinking = thinking
         self.system_prompt = system_prompt
@@ -550,7 +676,7 @@ class HFCausalBackend(HFBackend):
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._constraint = None
+        self._constraint = self._prefix = None
 
     def chat(self, prompt: str) -> str:
         """The prompt as the user turn of the chat template, ready for the answer."""
@@ -569,13 +695,19 @@ class HFCausalBackend(HFBackend):
         from transformers import LogitsProcessorList
 
         texts = [self.chat(r.prompt) for r in requests]
-        # The template already holds the special tokens.
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
         kwargs = dict(self.generation)
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         processors = LogitsProcessorList(kwargs.get("logits_processor") or [])
         # generate expands each prompt into num_beams * num_return_sequences rows.
         rows = max(kwargs.get("num_beams", 1), kwargs.get("num_return_sequences", 1))
+        enc = self._encode(texts, shared_prefix=self.reuse_prefix and rows == 1)
+        if "past_key_values" in enc:
+            kwargs["past_key_values"] = enc.pop("past_key_values")
+        budgets = [r.answer_budget for r in requests]
+        if rows == 1 and any(b is not None for b in budgets):
+            caps = [None if b is None else self.ANSWER_CAP[0] * b + self.ANSWER_CAP[1] for b in budgets]
+            cap = AnswerCap(enc["input_ids"].shape[1], caps, self.tokenizer)
+            kwargs["stopping_criteria"] = list(kwargs.get("stopping_criteria") or []) + [cap]
         if self.constrained:
             processors.append(self.constraint.processor(requests, rows_per_request=rows))
         # Last, so it sees what the grammar left; beams reorder rows, so only without them.
@@ -592,6 +724,60 @@ class HFCausalBackend(HFBackend):
         logprobs = recorder.finish(out)
         stop = self._stop_ids()
         return [scored_answer(self.tokenizer, ids, lps, stop) for ids, lps in zip(new_tokens.tolist(), logprobs)]
+
+    def _encode(self, texts: List[str], shared_prefix: bool) -> Dict[str, Any]:
+        """The batch's input ids and attention mask, left-padded; with
+        `shared_prefix`, the tokens every prompt starts with come first, then
+        the padding, then each prompt's own rest, and `past_key_values` holds
+        the shared tokens' cache (computed once, and kept for the next batch
+        that starts the same way: prompts differ only in their text at the end)."""
+        import torch
+
+        # The template already holds the special tokens.
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        prefix = self._shared_prefix(ids) if shared_prefix else []
+        pad = self.tokenizer.pad_token_id
+        width = max(len(row) for row in ids) - len(prefix)
+        input_ids, mask = [], []
+        for row in ids:
+            rest = row[len(prefix) :]
+            fill = width - len(rest)
+            # Padding between the shared part and the rest: positions come from
+            # the attention mask, so each prompt is positioned as if alone.
+            input_ids.append(prefix + [pad] * fill + rest)
+            mask.append([1] * len(prefix) + [0] * fill + [1] * len(rest))
+        device = self.model.device
+        enc: Dict[str, Any] = {
+            "input_ids": torch.tensor(input_ids, device=device),
+            "attention_mask": torch.tensor(mask, device=device),
+        }
+        if prefix:
+            cache = copy.deepcopy(self._prefix[1])
+            cache.batch_repeat_interleave(len(ids))
+            enc["past_key_values"] = cache
+            self.stats["prefix_tokens_reused"] += len(prefix) * len(ids)
+        return enc
+
+    def _shared_prefix(self, ids: List[List[int]]) -> List[int]:
+        """The tokens all prompts start with (at least MIN_SHARED_PREFIX, and
+        short of every prompt's end), their cache built or reused; [] if none."""
+        import torch
+
+        if self._prefix is not None:
+            known = list(self._prefix[0])
+            if all(len(row) > len(known) and row[: len(known)] == known for row in ids):
+                return known
+        shortest = min(len(row) for row in ids) - 1
+        n = 0
+        while n < shortest and all(row[n] == ids[0][n] for row in ids):
+            n += 1
+        if n < self.MIN_SHARED_PREFIX:
+            return []
+        prefix = ids[0][:n]
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True)
+        self._prefix = (tuple(prefix), out.past_key_values)
+        return prefix
 
     def _think_mode(self) -> str:
         """How the answer may start: with thinking off the template has closed
@@ -661,6 +847,7 @@ def make_hf_causal_v2(
     system_prompt: Optional[str] = None,
     constrained: bool = False,
     max_entity_words: int = 12,
+    reuse_prefix: bool = True,
     generation: Dict[str, Any] = {},
 ) -> HFCausalBackend:
     """A causal chat model in Hugging Face format (a local folder or a hub id), or
@@ -681,6 +868,9 @@ def make_hf_causal_v2(
         well-formed JSON, every entity an exact substring of the text. A
         `<think>...</think>` block before it stays free.
     max_entity_words (int): With `constrained`, the longest entity in words.
+    reuse_prefix (bool): Compute the tokens every prompt of a batch starts with
+        (the instruction and labels) once, and reuse their key-value cache
+        for every prompt and the following batches.
     generation (Dict[str, Any]): Keyword arguments for `model.generate`, merged
         over the defaults (greedy: do_sample false).
     device, dtype: As for `spacy_recot.HFSeq2Seq.v2`.
@@ -696,5 +886,6 @@ def make_hf_causal_v2(
         system_prompt=system_prompt,
         constrained=constrained,
         max_entity_words=max_entity_words,
+        reuse_prefix=reuse_prefix,
         generation=merge_generation({"do_sample": False}, generation, max_new_tokens),
     )

@@ -59,13 +59,17 @@ class Chunk:
 class Request:
     """What a backend is asked: a prompt, and the chunk it was made from.
 
-    Model backends only read `prompt`; the oracle backend reads the chunk to
-    look up the gold answer.
+    Model backends read `prompt` (a BIO-forcing backend also the chunk's
+    words and the labels); the oracle backend reads the chunk to look up the
+    gold answer. `answer_budget` is what the longest valid answer costs in the
+    model's tokens, reasoning aside (None when unknown): a backend may stop an
+    answer that runs far past it.
     """
 
     prompt: str
     chunk: Chunk
     labels: List[str] = field(default_factory=list)
+    answer_budget: Optional[int] = None
 
 
 def doc_words(doc: Doc) -> Chunk:

@@ -251,7 +251,7 @@ def init_pipeline(
         backend_kind = "seq2seq" if is_seq2seq else "causal"
     if backend_kind == "seq2seq" and prompt == "reasoning":
         raise typer.BadParameter("--prompt reasoning needs a causal model (a seq2seq model cannot write its JSON)")
-    backend = "spacy_recot.HFCausal.v2" if backend_kind == "causal" else "spacy_recot.HFSeq2Seq.v2"
+    backend = "spacy_recot.HFCausal.v2" if backend_kind == "causal" else "spacy_recot.HFSeq2Seq.v3"
     if max_new_tokens is None:
         max_new_tokens = 4096 if backend_kind == "causal" else 640
     nlp = spacy.blank("en")

@@ -53,7 +53,7 @@ _PIPELINES: "weakref.WeakKeyDictionary[Any, weakref.ref]" = weakref.WeakKeyDicti
         # measurement: README, "The default model").
         "prompt": None,
         "label_descriptions": None,
-        "batch_size": 8,
+        "batch_size": 16,
         "window_overlap": 8,
         "threshold": 0.0,
         "overlaps": "longest",
@@ -90,7 +90,7 @@ def make_recot_ner(
         shown (natural language works best: "programming language"). May be
         empty until `initialize` reads them from examples or `add_label` adds them.
     model (Backend): The model backend: `spacy_recot.PackagedCausal.v2` (the
-        default, offline), `spacy_recot.HFCausal.v2`, `spacy_recot.HFSeq2Seq.v2`,
+        default, offline), `spacy_recot.HFCausal.v2`, `spacy_recot.HFSeq2Seq.v3`,
         `spacy_recot.Oracle.v1`.
     prompt: The prompt; None takes the backend's default. `spacy_recot.ReasoningNERPrompt.v1`
         for ReasoningNER checkpoints, `spacy_recot.ReCoTPrompt.v1` or
@@ -156,7 +156,7 @@ class RecotNER(Pipe):
         name: str = "recot_ner",
         labels: Sequence[str] = (),
         label_descriptions: Optional[Dict[str, str]] = None,
-        batch_size: int = 8,
+        batch_size: int = 16,
         window_overlap: int = 8,
         threshold: float = 0.0,
         overlaps: str = "longest",
@@ -390,7 +390,7 @@ class RecotNER(Pipe):
         return [doc for i, doc in enumerate(docs) if i not in failed], failures
 
     def requests_for(
-        self, doc: Doc, limits: Optional[Tuple[Optional[int], Optional[int], int]] = None
+        self, doc: Doc, limits: Optional[Tuple[Optional[int], Optional[int], int, int]] = None
     ) -> List[Request]:
         """What the backend is asked about a doc: one request per chunk (none for
         an empty or whitespace-only doc). With `set_annotations(doc, pairs)` this
@@ -401,16 +401,26 @@ class RecotNER(Pipe):
         self._ensure_loaded()
         limits = limits if limits is not None else self._limits()
         schema = self.prompt.schema(self.labels)
-        return [
-            Request(self.prompt.render(chunk, self.labels, self.label_descriptions), chunk, schema)
-            for chunk in self._chunks(doc, limits)
-        ]
+        requests = []
+        for chunk in self._chunks(doc, limits):
+            prompt = self.prompt.render(chunk, self.labels, self.label_descriptions)
+            requests.append(Request(prompt, chunk, schema, self._answer_budget(chunk, limits)))
+        return requests
 
-    def _limits(self) -> Tuple[Optional[int], Optional[int], int]:
-        """Room for the words in the prompt and in the answer, and what the
-        answer adds to each word: the same for every doc, so measured once per buffer."""
+    def _answer_budget(self, chunk: Chunk, limits: Tuple[Optional[int], Optional[int], int, int]) -> Optional[int]:
+        """The longest valid answer for a chunk, reasoning aside: the fixed part,
+        then every word with what the format adds to it."""
+        _, room_out, per_word, fixed = limits
+        if room_out is None:
+            return None
+        return fixed + sum(max(c, 1) + per_word for c in self.model.count_tokens(chunk.words))
+
+    def _limits(self) -> Tuple[Optional[int], Optional[int], int, int]:
+        """Room for the words in the prompt and in the answer, what the answer
+        adds to each word and what it costs besides: the same for every doc,
+        so measured once per buffer."""
         room_in = room_out = None
-        per_word = 0
+        per_word = fixed = 0
         if self.model.max_input_tokens is not None:
             empty = Chunk(text="", words=[], offsets=[])
             prompt = self.prompt.render(empty, self.labels, self.label_descriptions)
@@ -418,12 +428,12 @@ class RecotNER(Pipe):
         if self.model.max_new_tokens is not None:
             fixed, per_word = self.prompt.answer_budget(self.labels, self.model.count_tokens)
             room_out = max(self.model.max_new_tokens - fixed, 1)
-        return room_in, room_out, per_word
+        return room_in, room_out, per_word, fixed
 
-    def _chunks(self, doc: Doc, limits: Tuple[Optional[int], Optional[int], int]) -> List[Chunk]:
+    def _chunks(self, doc: Doc, limits: Tuple[Optional[int], Optional[int], int, int]) -> List[Chunk]:
         """The doc's words, split into chunks that fit the model's limits."""
         chunk = doc_words(doc)
-        room_in, room_out, per_word = limits
+        room_in, room_out, per_word, _ = limits
         if not chunk.words or (room_in is None and room_out is None):
             return [chunk] if chunk.words else []
         word_costs = [max(c, 1) for c in self.model.count_tokens(chunk.words)]

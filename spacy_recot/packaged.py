@@ -263,6 +263,7 @@ def make_packaged_causal_v2(
     system_prompt: Optional[str] = None,
     constrained: bool = True,
     max_entity_words: int = 12,
+    reuse_prefix: bool = True,
     generation: Dict[str, Any] = {},
 ) -> PackagedCausalBackend:
     """A real instruction model that ships in pip packages, run offline.
@@ -282,5 +283,6 @@ def make_packaged_causal_v2(
         system_prompt=system_prompt,
         constrained=constrained,
         max_entity_words=max_entity_words,
+        reuse_prefix=reuse_prefix,
         generation=merge_generation({"do_sample": False}, generation, max_new_tokens),
     )

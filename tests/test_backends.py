@@ -2,7 +2,7 @@
 
 import pytest
 
-from spacy_recot.backends import ModelLoadError, make_hf_causal
+from spacy_recot.backends import ModelLoadError, make_hf_causal, make_hf_causal_v2
 from spacy_recot.chunks import Chunk, Request
 
 from .conftest import TRAIN_SENTENCES, reasoning_requests
@@ -73,3 +73,26 @@ def test_gguf_file_loads_through_transformers(tmp_path):
     again = make_hf_causal("/nowhere", generation={"max_new_tokens": 12, "do_sample": False})
     again.from_disk(tmp_path / "saved")
     assert again([request]) == [answer]
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_shared_prefix_cache_changes_no_answer(tiny_qwen3_dir, trained_qwen3_dir, constrained):
+    """The prompts' shared beginning computed once and its cache reused (the
+    default) gives the answers of the plain left-padded batch, in float32."""
+    sentences = [words for words, _ in TRAIN_SENTENCES] + ["Paris Hilton visited Paris .".split()]
+    reqs = reasoning_requests(sentences)
+    for path in (tiny_qwen3_dir, trained_qwen3_dir):
+        settings = {"dtype": "float32", "constrained": constrained, "max_new_tokens": 100}
+        plain, shared = (
+            make_hf_causal_v2(str(path), reuse_prefix=False, **settings),
+            make_hf_causal_v2(str(path), **settings),
+        )
+        expected = plain(reqs)
+        assert shared(reqs) == expected
+        first = shared.stats["prefix_tokens_reused"]
+        assert first > 16 * len(reqs)
+        # The next batches start the same way: the cache is reused, not rebuilt.
+        cache = shared._prefix
+        assert shared(reqs[:1]) == expected[:1] and shared(reqs[1:]) == expected[1:]
+        assert shared._prefix is cache
+        assert plain.stats["prefix_tokens_reused"] == 0

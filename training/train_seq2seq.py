@@ -185,7 +185,7 @@ class DevScorer:
             config={
                 "labels": self.labels,
                 "model": {
-                    "@misc": "spacy_recot.HFSeq2Seq.v2",
+                    "@misc": "spacy_recot.HFSeq2Seq.v3",
                     "name_or_path": "<the model in training>",
                     "max_input_tokens": max_source_length,
                     "max_new_tokens": max_new_tokens,
