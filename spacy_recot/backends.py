@@ -703,9 +703,13 @@ class HFCausalBackend(HFBackend):
         enc = self._encode(texts, shared_prefix=self.reuse_prefix and rows == 1)
         if "past_key_values" in enc:
             kwargs["past_key_values"] = enc.pop("past_key_values")
-        budgets = [r.answer_budget for r in requests]
-        if rows == 1 and any(b is not None for b in budgets):
-            caps = [None if b is None else self.ANSWER_CAP[0] * b + self.ANSWER_CAP[1] for b in budgets]
+        caps = [
+            None if r.answer_budget is None else self.ANSWER_CAP[0] * r.answer_budget + self.ANSWER_CAP[1]
+            for r in requests
+        ]
+        if self._plain_greedy():
+            return self._greedy(requests, enc, kwargs.get("past_key_values"), caps)
+        if rows == 1 and any(c is not None for c in caps):
             cap = AnswerCap(enc["input_ids"].shape[1], caps, self.tokenizer)
             kwargs["stopping_criteria"] = list(kwargs.get("stopping_criteria") or []) + [cap]
         if self.constrained:
@@ -724,6 +728,115 @@ class HFCausalBackend(HFBackend):
         logprobs = recorder.finish(out)
         stop = self._stop_ids()
         return [scored_answer(self.tokenizer, ids, lps, stop) for ids, lps in zip(new_tokens.tolist(), logprobs)]
+
+    # generate settings the greedy loop honours; anything else goes to `generate`.
+    GREEDY_SETTINGS = {"do_sample", "max_new_tokens", "pad_token_id"}
+    # The model's own generation defaults that would add a logits processor.
+    _PROCESSOR_DEFAULTS = {
+        "repetition_penalty": 1.0,
+        "no_repeat_ngram_size": 0,
+        "min_length": 0,
+        "min_new_tokens": None,
+        "bad_words_ids": None,
+        "suppress_tokens": None,
+        "begin_suppress_tokens": None,
+        "forced_bos_token_id": None,
+        "forced_eos_token_id": None,
+        "sequence_bias": None,
+        "encoder_repetition_penalty": 1.0,
+    }
+
+    def _plain_greedy(self) -> bool:
+        """Whether this is plain greedy decoding (the default), which the loop
+        of `_greedy` does without holding finished answers in the batch."""
+        settings = self.generation
+        if set(settings) - self.GREEDY_SETTINGS or settings.get("do_sample") or not settings.get("max_new_tokens"):
+            return False
+        config = getattr(self.model, "generation_config", None)
+        return all(getattr(config, k, v) in (v, None) for k, v in self._PROCESSOR_DEFAULTS.items())
+
+    def _greedy(
+        self, requests: Sequence[Request], enc: Dict[str, Any], cache: Any, caps: List[Optional[int]]
+    ) -> List[str]:
+        """Greedy decoding under the grammar (when constrained), as `generate`
+        does it, but a finished answer leaves the batch: its rows are dropped
+        from the key-value cache, so the batch costs what its answers cost, not
+        len(batch) times its longest one. Returns scored answers."""
+        import torch
+
+        model, device = self.model, self.model.device
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        # Positions from the mask, as generate computes them (padding may sit
+        # between a shared prefix and the rest).
+        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        done_before = cache.get_seq_length() if cache is not None else 0
+        matchers: List[Any] = []
+        bitmask = None
+        if self.constrained:
+            import xgrammar
+
+            constraint = self.constraint
+            compiled = [constraint.compiler.compile_grammar(constraint.grammar(r)) for r in requests]
+            matchers = [xgrammar.GrammarMatcher(c) for c in compiled]
+            bitmask = xgrammar.allocate_token_bitmask(len(requests), model.config.vocab_size)
+        stop = self._stop_ids()
+        limit = self.generation["max_new_tokens"]
+        tokens: List[List[int]] = [[] for _ in requests]
+        logprobs: List[List[float]] = [[] for _ in requests]
+        thinking = [False] * len(requests)
+        active = list(range(len(requests)))
+        with torch.inference_mode():
+            out = model(
+                input_ids=ids[:, done_before:],
+                attention_mask=mask,
+                position_ids=positions[:, done_before:],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache, logits = out.past_key_values, out.logits[:, -1].float()
+            next_position = positions[:, -1] + 1
+            while True:
+                if matchers:
+                    for b, r in enumerate(active):
+                        matchers[r].fill_next_token_bitmask(bitmask, b)
+                    xgrammar.apply_token_bitmask_inplace(logits, bitmask[: len(active)].to(logits.device))
+                scores = torch.log_softmax(logits, dim=-1)
+                chosen = logits.argmax(-1)
+                chosen_scores = scores.gather(1, chosen[:, None]).squeeze(1).tolist()
+                keep = []
+                for b, (r, t) in enumerate(zip(active, chosen.tolist())):
+                    tokens[r].append(t)
+                    logprobs[r].append(chosen_scores[b])
+                    n = len(tokens[r])
+                    if n <= 8:  # how the answer opens is known after a few tokens
+                        thinking[r] = self.tokenizer.decode(tokens[r]).lstrip().startswith("<think")
+                    finished = t in stop or n >= limit or (caps[r] is not None and n >= caps[r] and not thinking[r])
+                    if not finished and matchers:
+                        matchers[r].accept_token(t)
+                        finished = matchers[r].is_terminated()
+                    if not finished:
+                        keep.append(b)
+                if not keep:
+                    break
+                if len(keep) < len(active):
+                    index = torch.tensor(keep, device=device)
+                    cache.batch_select_indices(index)
+                    mask, next_position, chosen = mask[index], next_position[index], chosen[index]
+                    active = [active[b] for b in keep]
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+                out = model(
+                    input_ids=chosen[:, None],
+                    attention_mask=mask,
+                    position_ids=next_position[:, None],
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                cache, logits = out.past_key_values, out.logits[:, -1].float()
+                next_position = next_position + 1
+        self.stats["generate_calls"] += 1
+        self.stats["prompt_tokens"] += int(enc["attention_mask"].sum())
+        self.stats["generated_tokens"] += sum(len(t) for t in tokens)
+        return [scored_answer(self.tokenizer, t, lp, stop) for t, lp in zip(tokens, logprobs)]
 
     def _encode(self, texts: List[str], shared_prefix: bool) -> Dict[str, Any]:
         """The batch's input ids and attention mask, left-padded; with

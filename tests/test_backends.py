@@ -96,3 +96,42 @@ def test_shared_prefix_cache_changes_no_answer(tiny_qwen3_dir, trained_qwen3_dir
         assert shared(reqs[:1]) == expected[:1] and shared(reqs[1:]) == expected[1:]
         assert shared._prefix is cache
         assert plain.stats["prefix_tokens_reused"] == 0
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_greedy_loop_equals_generate(tiny_qwen3_dir, trained_qwen3_dir, constrained):
+    """Plain greedy decoding runs our loop, which drops finished answers from
+    the batch; its answers and token scores are generate's (float32)."""
+    sentences = [words for words, _ in TRAIN_SENTENCES] + ["Paris Hilton visited Paris .".split()]
+    reqs = reasoning_requests(sentences)
+    for path in (tiny_qwen3_dir, trained_qwen3_dir):
+        settings = {"dtype": "float32", "constrained": constrained, "max_new_tokens": 60}
+        loop = make_hf_causal_v2(str(path), **settings)
+        # num_beams = 1 is greedy too, but not a setting the loop takes: generate runs.
+        reference = make_hf_causal_v2(str(path), generation={"num_beams": 1}, **settings)
+        got, expected = loop(reqs), reference(reqs)
+        loop_used = loop._plain_greedy() and not reference._plain_greedy()
+        assert loop_used
+        assert got == expected
+        for a, b in zip(got, expected):
+            assert [s[:2] for s in a.token_scores] == [s[:2] for s in b.token_scores]
+            assert all(abs(x[2] - y[2]) < 1e-4 for x, y in zip(a.token_scores, b.token_scores))
+        assert loop.stats["generated_tokens"] == reference.stats["generated_tokens"]
+
+
+def test_answers_stop_at_their_cap_unless_they_think(tiny_qwen3_dir, trained_qwen3_dir):
+    import dataclasses
+
+    sentences = [words for words, _ in TRAIN_SENTENCES]
+    reqs = [dataclasses.replace(r, answer_budget=1) for r in reasoning_requests(sentences)]
+    settings = {"dtype": "float32", "max_new_tokens": 60}
+    for generation in ({}, {"num_beams": 1}):  # our loop, then generate with AnswerCap
+        random_model = make_hf_causal_v2(str(tiny_qwen3_dir), generation=generation, **settings)
+        random_model(reqs)
+        # 2 x 1 + 16 tokens each, where the limit alone would allow 60.
+        assert random_model.stats["generated_tokens"] == 18 * len(reqs)
+        # The trained model opens with a think block: no budget knows its length.
+        thinker = make_hf_causal_v2(str(trained_qwen3_dir), generation=generation, **settings)
+        answers = thinker(reqs)
+        assert all(a.startswith("<think>") for a in answers)
+        assert thinker.stats["generated_tokens"] > 18 * len(reqs)
