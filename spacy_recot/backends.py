@@ -361,6 +361,10 @@ class HFBackend(Backend):
         generated = 0
         for row in new_ids.tolist():
             generated += next((i + 1 for i, t in enumerate(row) if t in stop), len(row))
+        self._record(attention_mask, generated)
+
+    def _record(self, attention_mask: Any, generated: int) -> None:
+        """Add one call over a batch (its prompts' attention mask) to `stats`."""
         self.stats["generate_calls"] += 1
         self.stats["prompt_tokens"] += int(attention_mask.sum())
         self.stats["generated_tokens"] += generated
@@ -465,9 +469,7 @@ class HFSeq2SeqBackend(HFBackend):
             return self.tokenizer.batch_decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         tags, counts = forced_decode(self.model, enc, choices)
         self.stats.update(counts)
-        self.stats["generate_calls"] += 1
-        self.stats["prompt_tokens"] += int(enc["attention_mask"].sum())
-        self.stats["generated_tokens"] += sum(len(c.sequence(t)) for c, t in zip(choices, tags))
+        self._record(enc["attention_mask"], sum(len(c.sequence(t)) for c, t in zip(choices, tags)))
         return [answer_text(c, t, self.tokenizer) for c, t in zip(choices, tags)]
 
 
@@ -528,13 +530,15 @@ def make_hf_seq2seq_v2(
     generation (Dict[str, Any]): Keyword arguments for `model.generate`, merged
         over the defaults (greedy: num_beams 1, do_sample false).
     """
-    return HFSeq2SeqBackend(
+    return make_hf_seq2seq_v3(
         name_or_path,
         revision=revision,
         device=device,
         dtype=dtype,
         max_input_tokens=max_input_tokens,
-        generation=merge_generation({"num_beams": 1, "do_sample": False}, generation, max_new_tokens),
+        max_new_tokens=max_new_tokens,
+        decoding="free",
+        generation=generation,
     )
 
 
@@ -586,26 +590,30 @@ def check_xgrammar() -> None:
 
 
 class AnswerCap:
-    """A stopping criterion for `generate`: each row ends at its own cap of new
-    tokens (None: no cap), unless its answer opened with a `<think>` block,
-    whose length no budget knows. A row that ends early is padded while the
-    rest of the batch goes on; the batch ends when every row has."""
+    """Each answer's cap of new tokens (None: no cap), which does not apply to
+    an answer that opened with a `<think>` block (no budget knows its length).
+    Used by the greedy loop (`reached`) and, as a stopping criterion, by
+    `generate`, where a row that ends early is padded while the batch goes on."""
 
-    def __init__(self, prompt_length: int, caps: Sequence[Optional[int]], tokenizer: Any):
-        self.prompt_length = prompt_length
+    def __init__(self, caps: Sequence[Optional[int]], tokenizer: Any, prompt_length: int = 0):
         self.caps = list(caps)
         self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
         self.thinking = [False] * len(self.caps)
+
+    def reached(self, row: int, new_ids: Sequence[int]) -> bool:
+        """Whether answer `row`, with these new tokens so far, is at its cap."""
+        n = len(new_ids)
+        if n <= 8:  # how the answer opens is known after a few tokens
+            self.thinking[row] = self.tokenizer.decode(new_ids).lstrip().startswith("<think")
+        cap = self.caps[row]
+        return cap is not None and n >= cap and not self.thinking[row]
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        new = input_ids.shape[1] - self.prompt_length
-        if new <= 8:  # how the answer opens is known after a few tokens
-            starts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
-            self.thinking = [text.lstrip().startswith("<think") for text in starts]
-        done = [cap is not None and new >= cap and not think for cap, think in zip(self.caps, self.thinking)]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        rows = input_ids[:, self.prompt_length :].tolist()
+        return torch.tensor([self.reached(r, ids) for r, ids in enumerate(rows)], device=input_ids.device)
 
 
 class HFCausalBackend(HFBackend):
@@ -696,22 +704,22 @@ class HFCausalBackend(HFBackend):
 
         texts = [self.chat(r.prompt) for r in requests]
         kwargs = dict(self.generation)
-        kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        processors = LogitsProcessorList(kwargs.get("logits_processor") or [])
         # generate expands each prompt into num_beams * num_return_sequences rows.
         rows = max(kwargs.get("num_beams", 1), kwargs.get("num_return_sequences", 1))
         enc = self._encode(texts, shared_prefix=self.reuse_prefix and rows == 1)
+        a, b = self.ANSWER_CAP
+        cap = AnswerCap(
+            [None if r.answer_budget is None else a * r.answer_budget + b for r in requests], self.tokenizer
+        )
+        if self._plain_greedy():
+            return self._greedy(requests, enc, cap)
         if "past_key_values" in enc:
             kwargs["past_key_values"] = enc.pop("past_key_values")
-        caps = [
-            None if r.answer_budget is None else self.ANSWER_CAP[0] * r.answer_budget + self.ANSWER_CAP[1]
-            for r in requests
-        ]
-        if self._plain_greedy():
-            return self._greedy(requests, enc, kwargs.get("past_key_values"), caps)
-        if rows == 1 and any(c is not None for c in caps):
-            cap = AnswerCap(enc["input_ids"].shape[1], caps, self.tokenizer)
+        kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        if rows == 1 and any(c is not None for c in cap.caps):
+            cap.prompt_length = enc["input_ids"].shape[1]
             kwargs["stopping_criteria"] = list(kwargs.get("stopping_criteria") or []) + [cap]
+        processors = LogitsProcessorList(kwargs.get("logits_processor") or [])
         if self.constrained:
             processors.append(self.constraint.processor(requests, rows_per_request=rows))
         # Last, so it sees what the grammar left; beams reorder rows, so only without them.
@@ -755,9 +763,7 @@ class HFCausalBackend(HFBackend):
         config = getattr(self.model, "generation_config", None)
         return all(getattr(config, k, v) in (v, None) for k, v in self._PROCESSOR_DEFAULTS.items())
 
-    def _greedy(
-        self, requests: Sequence[Request], enc: Dict[str, Any], cache: Any, caps: List[Optional[int]]
-    ) -> List[str]:
+    def _greedy(self, requests: Sequence[Request], enc: Dict[str, Any], cap: AnswerCap) -> List[str]:
         """Greedy decoding under the grammar (when constrained), as `generate`
         does it, but a finished answer leaves the batch: its rows are dropped
         from the key-value cache, so the batch costs what its answers cost, not
@@ -765,7 +771,7 @@ class HFCausalBackend(HFBackend):
         import torch
 
         model, device = self.model, self.model.device
-        ids, mask = enc["input_ids"], enc["attention_mask"]
+        ids, mask, cache = enc["input_ids"], enc["attention_mask"], enc.get("past_key_values")
         # Positions from the mask, as generate computes them (padding may sit
         # between a shared prefix and the rest).
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
@@ -783,7 +789,6 @@ class HFCausalBackend(HFBackend):
         limit = self.generation["max_new_tokens"]
         tokens: List[List[int]] = [[] for _ in requests]
         logprobs: List[List[float]] = [[] for _ in requests]
-        thinking = [False] * len(requests)
         active = list(range(len(requests)))
         with torch.inference_mode():
             out = model(
@@ -807,10 +812,7 @@ class HFCausalBackend(HFBackend):
                 for b, (r, t) in enumerate(zip(active, chosen.tolist())):
                     tokens[r].append(t)
                     logprobs[r].append(chosen_scores[b])
-                    n = len(tokens[r])
-                    if n <= 8:  # how the answer opens is known after a few tokens
-                        thinking[r] = self.tokenizer.decode(tokens[r]).lstrip().startswith("<think")
-                    finished = t in stop or n >= limit or (caps[r] is not None and n >= caps[r] and not thinking[r])
+                    finished = t in stop or len(tokens[r]) >= limit or cap.reached(r, tokens[r])
                     if not finished and matchers:
                         matchers[r].accept_token(t)
                         finished = matchers[r].is_terminated()
@@ -833,9 +835,7 @@ class HFCausalBackend(HFBackend):
                 )
                 cache, logits = out.past_key_values, out.logits[:, -1].float()
                 next_position = next_position + 1
-        self.stats["generate_calls"] += 1
-        self.stats["prompt_tokens"] += int(enc["attention_mask"].sum())
-        self.stats["generated_tokens"] += sum(len(t) for t in tokens)
+        self._record(enc["attention_mask"], sum(len(t) for t in tokens))
         return [scored_answer(self.tokenizer, t, lp, stop) for t, lp in zip(tokens, logprobs)]
 
     def _encode(self, texts: List[str], shared_prefix: bool) -> Dict[str, Any]:

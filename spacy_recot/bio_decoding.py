@@ -18,7 +18,7 @@ Two decoders of the same constraint:
   instead of one step per token.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 Ids = Tuple[int, ...]
@@ -48,7 +48,6 @@ class WordChoices:
     labels: List[str]
     pieces: List[Dict[str, Ids]]
     eos: int
-    _starts: Dict[Tuple[str, ...], List[int]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, tokenizer: Any, words: Sequence[str], labels: Sequence[str]) -> "WordChoices":
@@ -123,6 +122,13 @@ class WordChoices:
         return new
 
 
+def unchanged_positions(old: Sequence[int], new: Sequence[int]) -> int:
+    """How many decoder positions (and their logits) a pass over the answer
+    `new` shares with one over `old`: the inputs are the answer shifted right
+    by the start token, so up to and including the first changed token's."""
+    return 1 + next((j for j, (x, y) in enumerate(zip(new, old)) if x != y), min(len(old), len(new)))
+
+
 def answer_text(choices: WordChoices, tags: Sequence[str], tokenizer: Any) -> str:
     """The answer as the model writes it: its tokens decoded."""
     return tokenizer.decode(choices.sequence(tags), skip_special_tokens=True, clean_up_tokenization_spaces=False)
@@ -174,12 +180,7 @@ def forced_decode(
                 if passes >= bound:
                     break
                 new_seq = row_choices.sequence(new)
-                # Decoder inputs are the answer shifted right by the start token:
-                # inputs up to the first changed token's position are unchanged,
-                # and so are the logits there.
-                keep = 1 + next(
-                    (j for j, (x, y) in enumerate(zip(new_seq, seq)) if x != y), min(len(seq), len(new_seq))
-                )
+                keep = unchanged_positions(seq, new_seq)
                 logits = torch.cat([logits[:keep], head.resume(new_seq, keep)])
                 stats["positions"] += len(new_seq) - keep
                 seq = new_seq
@@ -280,9 +281,8 @@ def constrained_generate(model: Any, encoded: Dict[str, Any], choices: Sequence[
         # ids starts with the decoder's start token; a finished row may only pad.
         return choices[row].allowed(ids[1:].tolist()) or [model.config.pad_token_id]
 
-    longest = max(len(c.sequence(["O"] * len(c.words))) for c in choices)
-    dearest = max((max(len(s) for s in p.values()) for c in choices for p in c.pieces), default=0)
-    budget = max(len(c.words) for c in choices) * dearest + 1
-    generation = {"do_sample": False, **generation, "max_new_tokens": max(budget, longest)}
+    # The longest answer any row can write: every word with its dearest tag, then the end.
+    budget = max(sum(max(map(len, p.values())) for p in c.pieces) + 1 for c in choices)
+    generation = {"do_sample": False, **generation, "max_new_tokens": budget}
     with torch.inference_mode():
         return model.generate(**encoded, prefix_allowed_tokens_fn=allowed, **generation)

@@ -109,42 +109,36 @@ def test_valid_bio_for_every_row_even_when_stopped_early(tiny_t5_dir):
         assert all(0 <= s < e <= len(row) for s, e, _ in tags_to_spans(row))
 
 
+TEXTS = [" ".join(words) for words in SENTENCES]
+
+
+def forced_nlp(path, decoding="forced"):
+    """The component on a tiny T5 with HFSeq2Seq.v3, in float32."""
+    nlp = spacy.blank("en")
+    model = {"@misc": "spacy_recot.HFSeq2Seq.v3", "name_or_path": str(path), "dtype": "float32", "decoding": decoding}
+    nlp.add_pipe("recot_ner", config={"labels": MANY_LABELS, "model": model})
+    nlp.initialize()
+    return nlp
+
+
+def ents(docs):
+    return [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in docs]
+
+
 @pytest.mark.parametrize("decoding", ["forced", "constrained"])
 def test_component_decodes_bio_by_construction(tiny_t5_dir, decoding):
-    nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "recot_ner",
-        config={
-            "labels": MANY_LABELS,
-            "model": {
-                "@misc": "spacy_recot.HFSeq2Seq.v3",
-                "name_or_path": str(tiny_t5_dir),
-                "dtype": "float32",
-                "decoding": decoding,
-            },
-        },
-    )
-    nlp.initialize()
-    texts = [" ".join(words) for words in SENTENCES]
-    docs = list(nlp.pipe(texts))
-    for doc in docs:
+    nlp = forced_nlp(tiny_t5_dir, decoding)
+    for doc in nlp.pipe(TEXTS):
         counts = doc.user_data["recot"]["recot_ner"]["counts"]
         # Words copied exactly, tags valid: nothing to repair, nothing dropped.
         assert not {k: v for k, v in counts.items() if k != "merged_across_chunks"}, counts
     if decoding == "forced":
         stats = nlp.get_pipe("recot_ner").model.stats
-        assert stats["converged"] == len(texts)
+        assert stats["converged"] == len(TEXTS)
 
 
 def test_forced_and_constrained_components_agree(tiny_t5_dir):
-    results = []
-    for decoding in ("forced", "constrained"):
-        nlp = spacy.blank("en")
-        model = {"@misc": "spacy_recot.HFSeq2Seq.v3", "name_or_path": str(tiny_t5_dir), "dtype": "float32"}
-        nlp.add_pipe("recot_ner", config={"labels": MANY_LABELS, "model": {**model, "decoding": decoding}})
-        nlp.initialize()
-        texts = [" ".join(words) for words in SENTENCES]
-        results.append([[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)])
+    results = [ents(forced_nlp(tiny_t5_dir, decoding).pipe(TEXTS)) for decoding in ("forced", "constrained")]
     assert results[0] == results[1]
 
 
@@ -195,13 +189,9 @@ def test_tag_head_paths_agree(tiny_t5_dir):
 
 
 def test_forced_pipeline_round_trips(tiny_t5_dir, tmp_path):
-    nlp = spacy.blank("en")
-    model = {"@misc": "spacy_recot.HFSeq2Seq.v3", "name_or_path": str(tiny_t5_dir), "dtype": "float32"}
-    nlp.add_pipe("recot_ner", config={"labels": MANY_LABELS, "model": model})
-    nlp.initialize()
-    texts = [" ".join(words) for words in SENTENCES]
-    before = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
+    nlp = forced_nlp(tiny_t5_dir)
+    before = ents(nlp.pipe(TEXTS))
     nlp.to_disk(tmp_path / "pipeline")
     loaded = spacy.load(tmp_path / "pipeline")
     assert loaded.get_pipe("recot_ner").model.decoding == "forced"
-    assert [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in loaded.pipe(texts)] == before
+    assert ents(loaded.pipe(TEXTS)) == before
