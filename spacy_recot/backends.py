@@ -88,7 +88,10 @@ class Backend:
         return lock
 
     def __call__(self, requests: Sequence[Request]) -> List[str]:
-        """One answer per request, generated in one batch."""
+        """One answer per request, generated in one batch. A backend that sends
+        requests one by one (a server) may give an exception in place of an
+        answer: that request failed for good, and only its doc goes to the
+        error handler."""
         if not requests:
             return []
         with self.lock:

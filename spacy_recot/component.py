@@ -380,7 +380,13 @@ class RecotNER(Pipe):
                 if progress is not None:
                     progress.update(len(batch))
             for k, answer in zip(batch, answers):
-                outputs[k] = answer
+                if isinstance(answer, Exception):  # this request failed alone (a server backend)
+                    i = requests[k][0]
+                    if i not in failed:
+                        failed.add(i)
+                        failures.append(([docs[i]], answer))
+                else:
+                    outputs[k] = answer
         per_doc: Dict[int, List[Tuple[Request, str]]] = {}
         for (i, request), output in zip(requests, outputs):
             per_doc.setdefault(i, []).append((request, output))

@@ -1,0 +1,531 @@
+"""A model behind an OpenAI-compatible server (vLLM, SGLang, a llama.cpp server, a hosted API).
+
+Each prompt goes as the user turn of a chat request to `{base_url}/chat/completions`;
+up to `max_in_flight` requests of a batch are in flight at once. Transient
+failures (connection errors, timeouts, 408, 429, 5xx, a body that is not the
+JSON of a completion) are retried with exponential backoff; a request that
+still fails becomes that request's error, which the component hands with its
+doc to spaCy's error handler. The API key is read from the environment
+variable the config names, at request time: it is never stored.
+
+With `constrained`, each request carries the JSON schema of its valid answers
+(the offered labels, entity strings from the text) as `response_format`, the
+same constraint the in-process grammar enforces. A reasoning model's
+`reasoning_content` (vLLM's `reasoning`) comes back as a `<think>` block, and
+the tokens' log-probabilities (`logprobs`) give each entity its score.
+"""
+
+import codecs
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+from spacy.util import registry
+
+from .backends import Backend, ModelLoadError
+from .chunks import Request
+from .constraints import answer_schema, candidate_entities
+from .scores import Answer, TokenScore
+
+# Statuses worth another try: the server is busy, overloaded or restarting.
+RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
+# The longest wait between two tries, whatever the backoff or Retry-After says.
+MAX_BACKOFF = 30.0
+
+
+class ServerError(RuntimeError):
+    """A request to the server failed for good; the message names the URL and why."""
+
+
+class Malformed(ValueError):
+    """The server answered 200 with a body that is not a chat completion."""
+
+
+def answer_from_message(message: Dict[str, Any], logprobs: Optional[Dict[str, Any]]) -> Answer:
+    """The component's answer text for a chat completion's message: the reasoning
+    as a `<think>` block, then the content, with token scores when the server
+    sent log-probabilities for the content."""
+    content = message.get("content") or ""
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    prefix = f"<think>{reasoning}</think>\n" if reasoning else ""
+    return Answer.scored(prefix + content, content_token_scores(content, logprobs, len(prefix)))
+
+
+def content_token_scores(content: str, logprobs: Optional[Dict[str, Any]], shift: int = 0) -> List[TokenScore]:
+    """Where each generated token lies in `content` (shifted by `shift`) and its
+    log-probability; [] when there are none or they do not spell the content
+    (a stop token after it is left out)."""
+    tokens = (logprobs or {}).get("content") or []
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    scores: List[TokenScore] = []
+    text = ""
+    for token in tokens:
+        raw = token.get("bytes")
+        piece = decoder.decode(bytes(raw)) if raw is not None else token.get("token", "")
+        start = len(text)
+        text += piece
+        scores.append((start + shift, len(text) + shift, float(token.get("logprob", 0.0))))
+    text += decoder.decode(b"", final=True)
+    if not text.startswith(content):
+        return []
+    # The end-of-turn token the server lists after the content is not part of it.
+    return [(s, e, lp) for s, e, lp in scores if s - shift < len(content)]
+
+
+class OpenAICompatibleBackend(Backend):
+    """Chat requests to an OpenAI-compatible endpoint, several in flight at once."""
+
+    _transient = ("_client", "_word_tokens")
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: Optional[str] = None,
+        max_in_flight: int = 16,
+        timeout: float = 120.0,
+        max_retries: int = 4,
+        backoff: float = 1.0,
+        max_input_tokens: Optional[int] = None,
+        max_new_tokens: int = 1024,
+        tokenizer: Optional[str] = None,
+        thinking: Optional[bool] = None,
+        system_prompt: Optional[str] = None,
+        constrained: bool = False,
+        max_entity_words: int = 12,
+        logprobs: bool = True,
+        generation: Optional[Dict[str, Any]] = None,
+    ):
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"model.base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, not {base_url!r}"
+            )
+        for key, value in (("max_in_flight", max_in_flight), ("max_new_tokens", max_new_tokens)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{key} must be a positive integer, not {value!r}")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"model.max_retries must be a non-negative integer, not {max_retries!r}")
+        if not timeout or timeout <= 0:
+            raise ValueError(f"model.timeout must be a positive number of seconds, not {timeout!r}")
+        self.base_url = base_url.rstrip("/")
+        self.model_name = model
+        self.api_key_env = api_key_env
+        self.max_in_flight = max_in_flight
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.backoff = float(backoff)
+        self.max_input_tokens = max_input_tokens
+        self.max_new_tokens = max_new_tokens
+        self.tokenizer_name = tokenizer
+        self.thinking = thinking
+        self.system_prompt = system_prompt
+        self.constrained = constrained
+        self.max_entity_words = max_entity_words
+        self.logprobs = logprobs
+        self.generation = {"temperature": 0.0, **(generation or {})}
+        if constrained:
+            self.output_formats = ("entities",)
+        self._client: Any = None
+        self._word_tokens: Optional[Dict[str, int]] = None
+        # How token counts are made: "server" (its /tokenize), "local" (a tokenizer), None: not yet known.
+        self._counter: Optional[str] = None
+        self._local_tokenizer: Any = None
+
+    # -- connection ----------------------------------------------------------
+
+    @property
+    def root_url(self) -> str:
+        """The server's root (vLLM's /tokenize and /health live there, not under /v1)."""
+        return self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._client is not None
+
+    def requirements(self) -> List[str]:
+        reqs = ["httpx>=0.27"]
+        return reqs + (["transformers>=5.0,<6"] if self.tokenizer_name else [])
+
+    def _headers(self) -> Dict[str, str]:
+        if not self.api_key_env:
+            return {}
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ModelLoadError(
+                f"model.api_key_env names the environment variable {self.api_key_env!r}, which is not set"
+            )
+        return {"Authorization": f"Bearer {key}"}
+
+    def load(self) -> None:
+        """Open the connection pool and check that the server serves the model."""
+        import httpx
+
+        self._headers()  # a missing key fails here, before any doc is sent
+        client = httpx.Client(
+            timeout=self.timeout,
+            limits=httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight),
+        )
+        url = f"{self.base_url}/models"
+        try:
+            listing = self._send(client, "GET", url, None)
+        except ServerError as err:
+            client.close()
+            raise ModelLoadError(f"the server did not answer (model.base_url): {err}") from err
+        served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
+        if served and self.model_name not in served:
+            client.close()
+            raise ModelLoadError(f"{url} serves {served}, not {self.model_name!r} (model.model)")
+        if self.max_input_tokens is None:
+            lengths = [m.get("max_model_len") for m in listing.get("data", []) if m.get("id") == self.model_name]
+            if lengths and isinstance(lengths[0], int):
+                # The context holds the prompt and the answer.
+                self.max_input_tokens = max(lengths[0] - self.max_new_tokens, 1)
+        self._client = client
+        self._word_tokens = {}
+
+    def _send(self, client: Any, method: str, url: str, body: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        """One call with retries; the decoded JSON body, or a ServerError."""
+        import httpx
+
+        problem = ""
+        for attempt in range(self.max_retries + 1):
+            wait = self.backoff * 2**attempt
+            try:
+                response = client.request(method, url, json=body, headers=self._headers())
+            except httpx.TransportError as err:  # refused, reset, timed out
+                problem = f"{type(err).__name__}: {err}"
+            else:
+                if response.status_code == 200:
+                    try:
+                        data = response.json()
+                        if not isinstance(data, dict):
+                            raise Malformed("not a JSON object")
+                        return data
+                    except ValueError as err:
+                        problem = f"status 200 with a malformed body ({err}): {response.text[:200]!r}"
+                elif response.status_code in RETRY_STATUSES:
+                    problem = f"status {response.status_code}: {response.text[:200]}"
+                    after = response.headers.get("retry-after", "")
+                    if after.replace(".", "", 1).isdigit():
+                        wait = max(wait, float(after))
+                else:
+                    hint = " (check the key in model.api_key_env)" if response.status_code in (401, 403) else ""
+                    raise ServerError(
+                        f"{method} {url} failed with status {response.status_code}{hint}: {response.text[:500]}"
+                    )
+            if attempt < self.max_retries:
+                # Jitter keeps many clients from retrying in step.
+                time.sleep(min(wait, MAX_BACKOFF) * (0.5 + random.random() / 2))
+        raise ServerError(f"{method} {url} failed after {self.max_retries + 1} attempts; last: {problem}")
+
+    # -- token counts ---------------------------------------------------------
+
+    def _tokenize(self, body: Dict[str, Any]) -> Optional[List[int]]:
+        """The server's /tokenize, or None when it has none (then a local tokenizer counts)."""
+        if self._counter == "local":
+            return None
+        try:
+            data = self._send(self._client, "POST", f"{self.root_url}/tokenize", {"model": self.model_name, **body})
+        except ServerError as err:
+            if self._counter == "server" or "status 404" not in str(err):
+                raise
+            self._counter = "local"
+            return None
+        self._counter = "server"
+        return list(data.get("tokens", []))
+
+    def _local(self) -> Any:
+        if self._local_tokenizer is None:
+            if not self.tokenizer_name:
+                raise ModelLoadError(
+                    f"{self.root_url} has no /tokenize endpoint: name a local tokenizer for this model "
+                    "in model.tokenizer (a folder or hub id) so long docs can be split"
+                )
+            from transformers import AutoTokenizer
+
+            from .backends import load_pretrained
+
+            self._local_tokenizer = load_pretrained(AutoTokenizer, self.tokenizer_name)
+        return self._local_tokenizer
+
+    def count_tokens(self, texts: Sequence[str]) -> List[int]:
+        with self.lock:
+            if not self.is_loaded:
+                self.load()
+        cache = self._word_tokens if self._word_tokens is not None else {}
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        if missing and self._counter != "local":
+
+            def count(text: str) -> Optional[int]:
+                ids = self._tokenize({"prompt": text, "add_special_tokens": False})
+                return None if ids is None else len(ids)
+
+            with ThreadPoolExecutor(self.max_in_flight) as pool:
+                counted = list(pool.map(count, missing))
+            if all(c is not None for c in counted):
+                cache.update(zip(missing, counted))
+                missing = []
+        if missing:
+            ids = self._local()(missing, add_special_tokens=False)["input_ids"]
+            cache.update((t, len(i)) for t, i in zip(missing, ids))
+        return [cache[t] for t in texts]
+
+    def messages(self, prompt: str) -> List[Dict[str, str]]:
+        messages = [{"role": "user", "content": prompt}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return messages
+
+    def prompt_tokens(self, prompt: str) -> int:
+        with self.lock:
+            if not self.is_loaded:
+                self.load()
+        extra = self._template_kwargs()
+        ids = self._tokenize({"messages": self.messages(prompt), "add_generation_prompt": True, **extra})
+        if ids is not None:
+            return len(ids)
+        tokenizer = self._local()
+        kwargs = extra.get("chat_template_kwargs", {})
+        text = tokenizer.apply_chat_template(
+            self.messages(prompt), tokenize=False, add_generation_prompt=True, **kwargs
+        )
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- generation -----------------------------------------------------------
+
+    def _template_kwargs(self) -> Dict[str, Any]:
+        return {} if self.thinking is None else {"chat_template_kwargs": {"enable_thinking": self.thinking}}
+
+    def body(self, request: Request) -> Dict[str, Any]:
+        """The chat request sent for `request`."""
+        body: Dict[str, Any] = {
+            "model": self.model_name,
+            "messages": self.messages(request.prompt),
+            "max_tokens": self.max_new_tokens,
+            **self._template_kwargs(),
+            **self.generation,
+        }
+        if self.logprobs:
+            body["logprobs"] = True
+        if self.constrained:
+            entities = candidate_entities(request.chunk, self.max_entity_words)
+            schema = answer_schema(request.labels, entities)
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "entities", "schema": schema}}
+        return body
+
+    def _complete(self, request: Request) -> Any:
+        """One request's answer, or the exception it ended in."""
+        url = f"{self.base_url}/chat/completions"
+        try:
+            data = self._send(self._client, "POST", url, self.body(request))
+            choice = (data.get("choices") or [None])[0]
+            if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+                raise ServerError(f"POST {url} answered without a message: {json.dumps(data)[:300]}")
+            self.stats["prompt_tokens"] += int((data.get("usage") or {}).get("prompt_tokens", 0))
+            self.stats["generated_tokens"] += int((data.get("usage") or {}).get("completion_tokens", 0))
+            return answer_from_message(choice["message"], choice.get("logprobs"))
+        except Exception as err:  # noqa: BLE001 - the request's own failure, reported with its doc
+            return err
+
+    def generate(self, requests: Sequence[Request]) -> List[Any]:
+        """One answer per request; a request that failed for good gives its exception."""
+        with ThreadPoolExecutor(min(self.max_in_flight, len(requests))) as pool:
+            return list(pool.map(self._complete, requests))
+
+    def close(self) -> None:
+        """Close the connection pool (reopened on next use)."""
+        with self.lock:
+            if self._client is not None:
+                self._client.close()
+            self._client = None
+
+
+@registry.misc("spacy_recot.OpenAICompatible.v1")
+def make_openai_compatible(
+    base_url: str,
+    model: str,
+    api_key_env: Optional[str] = None,
+    max_in_flight: int = 16,
+    timeout: float = 120.0,
+    max_retries: int = 4,
+    backoff: float = 1.0,
+    max_input_tokens: Optional[int] = None,
+    max_new_tokens: int = 1024,
+    tokenizer: Optional[str] = None,
+    thinking: Optional[bool] = None,
+    system_prompt: Optional[str] = None,
+    constrained: bool = False,
+    max_entity_words: int = 12,
+    logprobs: bool = True,
+    generation: Dict[str, Any] = {},
+) -> OpenAICompatibleBackend:
+    """A chat model served by an OpenAI-compatible endpoint.
+
+    base_url (str): The API's base, e.g. "http://127.0.0.1:8000/v1".
+    model (str): The model name the server serves (vLLM: --served-model-name).
+    api_key_env (Optional[str]): The environment variable that holds the API key;
+        the key itself never goes into the config.
+    max_in_flight (int): Requests sent at once (the component's batch_size
+        bounds how many a batch holds).
+    timeout (float): Seconds to wait for one answer.
+    max_retries (int): Extra tries after a connection error, timeout, 408, 429,
+        5xx or malformed body, with exponential backoff from `backoff` seconds.
+    max_input_tokens (Optional[int]): The largest prompt; None: the server's
+        context length (from /v1/models) minus max_new_tokens.
+    max_new_tokens (int): The longest answer (`max_tokens` of each request).
+    tokenizer (Optional[str]): A local tokenizer (folder or hub id) to count
+        tokens with when the server has no /tokenize endpoint.
+    thinking (Optional[bool]): `enable_thinking` for the server's chat template.
+    system_prompt (Optional[str]): A system turn before the prompt.
+    constrained (bool): Send the JSON schema of valid answers as response_format.
+    max_entity_words (int): With `constrained`, the longest entity in words.
+    logprobs (bool): Ask for token log-probabilities (entity scores).
+    generation (Dict[str, Any]): More fields for each request body (default:
+        temperature 0).
+    """
+    return OpenAICompatibleBackend(
+        base_url,
+        model,
+        api_key_env=api_key_env,
+        max_in_flight=max_in_flight,
+        timeout=timeout,
+        max_retries=max_retries,
+        backoff=backoff,
+        max_input_tokens=max_input_tokens,
+        max_new_tokens=max_new_tokens,
+        tokenizer=tokenizer,
+        thinking=thinking,
+        system_prompt=system_prompt,
+        constrained=constrained,
+        max_entity_words=max_entity_words,
+        logprobs=logprobs,
+        generation=generation,
+    )
+
+
+# -- a local vLLM server (tests, benchmarks, and a user's first try) -----------
+
+VLLM_PYTHON_ENV = "SPACY_RECOT_VLLM_PYTHON"
+
+
+def vllm_python() -> Optional[str]:
+    """The Python of the virtual environment that holds vLLM's CPU build:
+    $SPACY_RECOT_VLLM_PYTHON, else the one `scripts/vllm_venv.sh` makes in the
+    cache folder; None when neither exists."""
+    from .packaged import cache_dir
+
+    candidates = [os.environ.get(VLLM_PYTHON_ENV), str(cache_dir() / "vllm-venv" / "bin" / "python")]
+    return next((c for c in candidates if c and os.path.exists(c)), None)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_server(
+    command: List[str],
+    health_url: str,
+    *,
+    env: Optional[Dict[str, str]] = None,
+    timeout: float = 300.0,
+    log: Optional[str] = None,
+) -> Iterator[subprocess.Popen]:
+    """Start a server process, wait until `health_url` answers 200, yield the
+    process, and stop it (SIGTERM, then SIGKILL) when done."""
+    import httpx
+
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    process = subprocess.Popen(
+        command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the server exited with code {process.returncode} before it was healthy: {' '.join(command)}"
+                    + (f" (log: {log})" if log else "")
+                )
+            try:
+                if httpx.get(health_url, timeout=2.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{health_url} was not healthy after {timeout:.0f} s")
+            time.sleep(0.5)
+        yield process
+    finally:
+        stop_process(process)
+        if log:
+            out.close()
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (vLLM runs its engine in a child), SIGKILL after 30 s."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+@contextmanager
+def local_vllm(
+    model_dir: str,
+    *,
+    served_name: str = "model",
+    max_model_len: int = 2048,
+    python: Optional[str] = None,
+    log: Optional[str] = None,
+) -> Iterator[str]:
+    """Serve `model_dir` with vLLM's CPU build on 127.0.0.1 (one thread, bfloat16);
+    yields the base URL ("http://127.0.0.1:PORT/v1")."""
+    python = python or vllm_python()
+    if python is None:
+        raise RuntimeError(f"no vLLM environment: run scripts/vllm_venv.sh, or set {VLLM_PYTHON_ENV}")
+    port = free_port()
+    command = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        served_name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(max_model_len),
+        "--dtype",
+        "bfloat16",
+        "--enforce-eager",
+    ]
+    env = {
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "VLLM_CPU_OMP_THREADS_BIND": "1",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    with running_server(command, f"http://127.0.0.1:{port}/health", env=env, log=log):
+        yield f"http://127.0.0.1:{port}/v1"

@@ -1,0 +1,277 @@
+"""The OpenAI-compatible server backend, against real servers on 127.0.0.1:
+vLLM's CPU build serving the packaged Qwen2.5-Coder-0.5B (when its environment
+exists: scripts/vllm_venv.sh, which .ci/run runs), and a small misbehaving
+server (tests/openai_stub.py) for the faults vLLM will not make on demand."""
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import spacy
+
+from spacy_recot.backends import ModelLoadError
+from spacy_recot.server import (
+    OpenAICompatibleBackend,
+    ServerError,
+    answer_from_message,
+    content_token_scores,
+    free_port,
+    local_vllm,
+    running_server,
+    stop_process,
+    vllm_python,
+)
+
+STUB = Path(__file__).with_name("openai_stub.py")
+SENTENCES = ["Barack Obama visited Paris.", "Angela Merkel met Macron in Berlin.", "Tim Cook works in Cupertino."]
+
+
+def stub_command(port: int):
+    return [sys.executable, str(STUB), str(port)]
+
+
+@pytest.fixture(scope="module")
+def stub():
+    port = free_port()
+    with running_server(stub_command(port), f"http://127.0.0.1:{port}/health", timeout=60):
+        yield f"http://127.0.0.1:{port}"
+
+
+def control(stub: str, **settings):
+    defaults = {"fail": 0, "fail_status": 500, "slow": 0, "malformed": 0, "fail_match": None}
+    defaults.update({"key": None, "reasoning": None, "tokenize": True})
+    httpx.post(f"{stub}/control", json={**defaults, **settings}).raise_for_status()
+
+
+def stats(stub: str):
+    return httpx.get(f"{stub}/stats").json()
+
+
+def stub_nlp(stub: str, **model):
+    nlp = spacy.blank("en")
+    config = {"@misc": "spacy_recot.OpenAICompatible.v1", "base_url": f"{stub}/v1", "model": "stub"}
+    config.update({"backoff": 0.01, "timeout": 5.0, **model})
+    nlp.add_pipe("recot_ner", config={"labels": ["person", "location"], "model": config})
+    return nlp
+
+
+# -- reading answers ------------------------------------------------------------
+
+
+def test_token_scores_follow_bytes_split_inside_a_character():
+    content = '{"person": ["Zoë"]}'
+    raw = content.encode()
+    split = raw.index("ë".encode()) + 1  # the two bytes of ë in two tokens
+    tokens = [raw[:split], raw[split:], "<|im_end|>".encode()]
+    logprobs = {"content": [{"token": "?", "logprob": -0.5, "bytes": list(t)} for t in tokens]}
+    scores = content_token_scores(content, logprobs)
+    assert [(s, e) for s, e, _ in scores] == [(0, split - 1), (split - 1, len(content))]
+    assert content_token_scores("other text", logprobs) == []
+
+
+def test_reasoning_becomes_a_think_block_and_scores_shift():
+    message = {"content": '{"entities": {}}', "reasoning_content": "No names here."}
+    logprobs = {"content": [{"token": t, "logprob": -0.1, "bytes": list(t.encode())} for t in ['{"entities"', ": {}}"]]}
+    answer = answer_from_message(message, logprobs)
+    assert str(answer) == '<think>No names here.</think>\n{"entities": {}}'
+    start = len("<think>No names here.</think>\n")
+    assert answer.token_scores[0][:2] == (start, start + len('{"entities"'))
+    assert str(answer_from_message({"content": "x", "reasoning": "why"}, None)) == "<think>why</think>\nx"
+
+
+# -- settings and bad input -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"base_url": "127.0.0.1:8000"}, "base_url"),
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"timeout": 0}, "timeout"),
+    ],
+)
+def test_bad_settings_name_their_key(kwargs, key):
+    settings = {"base_url": "http://127.0.0.1:1/v1", "model": "m", **kwargs}
+    with pytest.raises(ValueError, match=f"model.{key}"):
+        OpenAICompatibleBackend(settings.pop("base_url"), settings.pop("model"), **settings)
+
+
+def test_unreachable_server_fails_at_load_naming_the_url():
+    port = free_port()  # nothing listens there
+    backend = OpenAICompatibleBackend(f"http://127.0.0.1:{port}/v1", "m", max_retries=1, backoff=0.01)
+    with pytest.raises(ModelLoadError, match=f"127.0.0.1:{port}/v1/models"):
+        backend.load()
+
+
+def test_unknown_model_lists_what_is_served(stub):
+    control(stub)
+    with pytest.raises(ModelLoadError, match=r"serves \['stub'\], not 'other'"):
+        OpenAICompatibleBackend(f"{stub}/v1", "other").load()
+
+
+def test_api_key_read_from_the_environment_and_never_saved(stub, monkeypatch, tmp_path):
+    control(stub, key="sk-secret-123")
+    nlp = stub_nlp(stub, api_key_env="RECOT_TEST_KEY")
+    with pytest.raises(ModelLoadError, match="RECOT_TEST_KEY"):
+        nlp("Barack Obama visited Paris.")
+    monkeypatch.setenv("RECOT_TEST_KEY", "wrong")
+    with pytest.raises(ServerError, match="status 401.*model.api_key_env"):
+        nlp("Barack Obama visited Paris.")
+    assert stats(stub)["chat"] == 1  # a 401 is not retried
+    monkeypatch.setenv("RECOT_TEST_KEY", "sk-secret-123")
+    doc = nlp("Barack Obama visited Paris.")
+    assert [(e.text, e.label_) for e in doc.ents] == [("Barack", "person")]
+    assert stats(stub)["authorized"] == 1
+    nlp.to_disk(tmp_path / "pipeline")
+    for path in (tmp_path / "pipeline").rglob("*"):
+        if path.is_file():
+            assert b"sk-secret-123" not in path.read_bytes(), path
+    assert "sk-secret-123" not in nlp.config.to_str()
+
+
+# -- faults: retries, then spaCy's error handler ------------------------------------
+
+
+def test_500s_are_retried(stub):
+    control(stub, fail=2)
+    docs = list(stub_nlp(stub, max_in_flight=1).pipe(SENTENCES))
+    assert [[e.text for e in d.ents] for d in docs] == [["Barack"], ["Angela"], ["Tim"]]
+    assert stats(stub)["chat"] == len(SENTENCES) + 2
+
+
+def test_malformed_bodies_are_retried(stub):
+    control(stub, malformed=2)
+    docs = list(stub_nlp(stub, max_in_flight=1).pipe(SENTENCES))
+    assert [len(d.ents) for d in docs] == [1, 1, 1]
+    assert stats(stub)["chat"] == len(SENTENCES) + 2
+
+
+def test_slow_answers_time_out_then_retry(stub):
+    control(stub, slow=1, slow_seconds=3.0)
+    doc = stub_nlp(stub, timeout=0.5)("Barack Obama visited Paris.")
+    assert [e.text for e in doc.ents] == ["Barack"]
+    assert stats(stub)["chat"] == 2
+
+
+def test_lasting_failure_reaches_the_error_handler_doc_by_doc(stub):
+    control(stub, fail_match="Angela")
+    nlp = stub_nlp(stub, max_retries=2)
+    failed = []
+    nlp.set_error_handler(lambda name, proc, docs, err: failed.append(([d.text for d in docs], err)))
+    done = list(nlp.pipe(SENTENCES))
+    assert [d.text for d in done] == [SENTENCES[0], SENTENCES[2]]
+    assert all(d.ents for d in done)
+    assert [texts for texts, _ in failed] == [[SENTENCES[1]]]
+    err = failed[0][1]
+    assert isinstance(err, ServerError) and "/v1/chat/completions" in str(err) and "status 500" in str(err)
+    assert "after 3 attempts" in str(err)
+    # Without a handler, spaCy's default raises the error.
+    with pytest.raises(ServerError, match="status 500"):
+        stub_nlp(stub, max_retries=0)(SENTENCES[1])
+
+
+def test_server_killed_mid_batch_loses_no_doc():
+    port = free_port()
+    with running_server(stub_command(port), f"http://127.0.0.1:{port}/health", timeout=60) as process:
+        base = f"http://127.0.0.1:{port}"
+        control(base, slow=100, slow_seconds=30.0)
+        nlp = stub_nlp(base, max_retries=1, timeout=60.0)
+        nlp.get_pipe("recot_ner").model.load()
+        failed, done = [], []
+        nlp.set_error_handler(lambda name, proc, docs, err: failed.append(([d.text for d in docs], err)))
+        worker = threading.Thread(target=lambda: done.extend(nlp.pipe(SENTENCES)))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while stats(base)["chat"] < len(SENTENCES) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop_process(process)  # every request of the batch is in flight
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert done == []
+    assert sorted(t for texts, _ in failed for t in texts) == sorted(SENTENCES)
+    assert all(isinstance(err, ServerError) and f"127.0.0.1:{port}" in str(err) for _, err in failed)
+
+
+# -- what the stub answers: reasoning, tokens ------------------------------------------
+
+
+def test_reasoning_content_is_the_rationale(stub):
+    control(stub, reasoning="Barack is a first name.")
+    doc = stub_nlp(stub)("Barack Obama visited Paris.")
+    record = doc.user_data["recot"]["recot_ner"]
+    assert record["rationale"] == "Barack is a first name."
+    assert record["entities"][0]["score"] == pytest.approx(0.9048, abs=1e-3)  # exp(-0.1)
+
+
+def test_long_docs_split_with_the_servers_token_counts(stub):
+    control(stub)
+    nlp = stub_nlp(stub, max_input_tokens=120)
+    text = " ".join(["Barack Obama visited Paris ."] * 30)
+    doc = nlp(text)
+    assert stats(stub)["tokenize"] > 0
+    assert stats(stub)["chat"] > 1
+    # The stub names each chunk's first word: one entity per chunk, where it lies.
+    assert len(doc.ents) == stats(stub)["chat"]
+    assert {e.text for e in doc.ents} <= {"Barack", "Obama", "visited", "Paris"}
+
+
+def test_without_tokenize_endpoint_a_local_tokenizer_is_needed(stub):
+    control(stub, tokenize=False)
+    with pytest.raises(ModelLoadError, match="no /tokenize endpoint.*model.tokenizer"):
+        stub_nlp(stub, max_input_tokens=120)("Barack Obama visited Paris.")
+
+
+# -- a real vLLM server --------------------------------------------------------------------
+
+needs_vllm = pytest.mark.skipif(vllm_python() is None, reason="no vLLM environment (scripts/vllm_venv.sh)")
+
+
+@pytest.fixture(scope="module")
+def vllm(tmp_path_factory):
+    from spacy_recot.packaged import materialize
+
+    model_dir = materialize("qwen2.5-coder-0.5b-instruct")
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    with local_vllm(str(model_dir), served_name="qwen", log=str(log)) as url:
+        yield url, model_dir
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_vllm_constrained_answers(vllm):
+    url, _ = vllm
+    nlp = spacy.blank("en")
+    model = {"@misc": "spacy_recot.OpenAICompatible.v1", "base_url": url, "model": "qwen", "constrained": True}
+    nlp.add_pipe("recot_ner", config={"labels": ["person", "location"], "model": model, "store_io": True})
+    docs = list(nlp.pipe(SENTENCES))
+    for doc in docs:
+        record = doc.user_data["recot"]["recot_ner"]
+        answer = json.loads(record["io"][0]["output"])  # valid JSON, by the schema
+        assert set(answer["entities"]) <= {"person", "location"}
+        for texts in answer["entities"].values():
+            assert all(t in doc.text for t in texts)
+        assert all(0 < e["score"] <= 1 for e in record["entities"])
+    assert ("Barack Obama", "person") in [(e.text, e.label_) for e in docs[0].ents]
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_vllm_token_counts_match_the_local_tokenizer(vllm):
+    from transformers import AutoTokenizer
+
+    url, model_dir = vllm
+    backend = OpenAICompatibleBackend(url, "qwen")
+    backend.load()
+    assert backend.max_input_tokens == 2048 - 1024  # the context minus the answer
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    words = ["Barack", "Obama", "visited", "Cupertino", "Zoë", "—"]
+    assert backend.count_tokens(words) == [len(tokenizer(w, add_special_tokens=False)["input_ids"]) for w in words]
+    prompt = "Find the people in: Barack Obama visited Paris."
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    assert backend.prompt_tokens(prompt) == len(tokenizer(chat, add_special_tokens=False)["input_ids"])
