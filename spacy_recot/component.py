@@ -9,7 +9,7 @@ model backend for text, parses that text into labelled spans and sets
 import weakref
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import srsly
 from spacy.language import Language
@@ -20,6 +20,7 @@ from spacy.util import filter_spans, minibatch, registry
 from tqdm import tqdm
 
 from .backends import Backend, ModelLoadError
+from .cache import ResponseCache
 from .chunks import Chunk, Request, doc_words, sentence_starts, split_chunk
 from .entities import rationale_sentences, reason_for
 from .labels import check_labels
@@ -62,6 +63,7 @@ _PIPELINES: "weakref.WeakKeyDictionary[Any, weakref.ref]" = weakref.WeakKeyDicti
         "spans_key": None,
         "store_io": False,
         "show_progress": False,
+        "cache_dir": None,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
@@ -82,6 +84,7 @@ def make_recot_ner(
     spans_key: Optional[str],
     store_io: bool,
     show_progress: bool,
+    cache_dir: Optional[str],
     scorer: Optional[Callable],
 ) -> "RecotNER":
     """Zero-shot NER with a generative model.
@@ -114,6 +117,9 @@ def make_recot_ner(
         included, in `doc.spans[spans_key]`.
     store_io (bool): Keep the prompts and raw outputs in `doc.user_data`.
     show_progress (bool): Show a progress bar over the prompts.
+    cache_dir (Optional[str]): A folder where answers are kept (spacy_recot.cache):
+        a rerun over the same docs with the same model and settings reads them
+        instead of generating again. Safe for several processes at once.
     scorer (Optional[Callable]): The scoring method (spaCy's NER scorer).
     """
     pipe = RecotNER(
@@ -132,6 +138,7 @@ def make_recot_ner(
         spans_key=spans_key,
         store_io=store_io,
         show_progress=show_progress,
+        cache_dir=cache_dir,
         scorer=scorer,
     )
     pipe.attach(nlp)
@@ -165,6 +172,7 @@ class RecotNER(Pipe):
         spans_key: Optional[str] = None,
         store_io: bool = False,
         show_progress: bool = False,
+        cache_dir: Optional[Union[str, Path]] = None,
         scorer: Optional[Callable] = None,
     ):
         self.vocab = vocab
@@ -194,6 +202,7 @@ class RecotNER(Pipe):
         self.spans_key = spans_key
         self.store_io = store_io
         self.show_progress = show_progress
+        self.cache = ResponseCache(cache_dir) if cache_dir else None
         self.scorer = scorer
         self.cfg: Dict[str, Any] = {}
 
@@ -370,7 +379,7 @@ class RecotNER(Pipe):
             if not batch:
                 continue
             try:
-                answers = self.model([requests[k][1] for k in batch])
+                answers = self._answers([requests[k][1] for k in batch])
             except Exception as err:  # noqa: BLE001 - handed to spaCy's error handler
                 new = sorted({requests[k][0] for k in batch} - failed)
                 failed.update(new)
@@ -394,6 +403,21 @@ class RecotNER(Pipe):
             if i not in failed:
                 self.set_annotations(docs[i], pairs)
         return [doc for i, doc in enumerate(docs) if i not in failed], failures
+
+    def _answers(self, batch: List[Request]) -> List[Any]:
+        """The backend's answers, read from the response cache when it has them."""
+        if self.cache is None:
+            return self.model(batch)
+        identity = self.model.identity()
+        keys = [self.cache.key(identity, r) for r in batch]
+        answers: List[Any] = [self.cache.get(key) for key in keys]
+        todo = [i for i, answer in enumerate(answers) if answer is None]
+        if todo:
+            for i, answer in zip(todo, self.model([batch[i] for i in todo])):
+                answers[i] = answer
+                if not isinstance(answer, Exception):
+                    self.cache.put(keys[i], answer)
+        return answers
 
     def requests_for(
         self, doc: Doc, limits: Optional[Tuple[Optional[int], Optional[int], int, int]] = None

@@ -82,6 +82,7 @@ class OpenAICompatibleBackend(Backend):
     """Chat requests to an OpenAI-compatible endpoint, several in flight at once."""
 
     _transient = ("_client", "_word_tokens")
+    _transport_settings = ("base_url", "api_key_env", "max_in_flight", "timeout", "max_retries", "backoff")
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ import pytest
 import spacy
 
 from spacy_recot.backends import ModelLoadError
+from spacy_recot.cache import ResponseCache
 from spacy_recot.server import (
     OpenAICompatibleBackend,
     ServerError,
@@ -172,6 +173,17 @@ def test_lasting_failure_reaches_the_error_handler_doc_by_doc(stub):
     # Without a handler, spaCy's default raises the error.
     with pytest.raises(ServerError, match="status 500"):
         stub_nlp(stub, max_retries=0)(SENTENCES[1])
+
+
+def test_failed_answers_are_not_cached(stub, tmp_path):
+    control(stub, fail_match="Angela")
+    nlp = stub_nlp(stub, max_retries=0)
+    nlp.get_pipe("recot_ner").cache = ResponseCache(tmp_path)
+    nlp.set_error_handler(lambda *args: None)
+    assert len(list(nlp.pipe(SENTENCES))) == 2
+    control(stub)
+    assert [d.ents[0].text for d in nlp.pipe(SENTENCES)] == ["Barack", "Angela", "Tim"]
+    assert stats(stub)["chat"] == 1  # only the failed one is asked again
 
 
 def test_server_killed_mid_batch_loses_no_doc():
