@@ -516,5 +516,51 @@ def show(
     typer.echo(f"Wrote {output} ({len(docs)} docs)")
 
 
+@app.command()
+def annotate(
+    pipeline: str = typer.Argument(..., help="A pipeline folder or package name."),
+    input_path: Path = typer.Argument(..., help="A .txt file (one doc a line) or .jsonl file (a 'text' field)."),
+    output: Path = typer.Argument(..., help="The folder for the shards (shard-00000.jsonl, ...)."),
+    fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl, docbin (.spacy) or both."),
+    shard_size: int = typer.Option(1000, "--shard-size", help="Records per shard (the unit of resumption)."),
+    text_field: str = typer.Option("text", "--text-field", help="The JSONL field holding the text."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Docs nlp.pipe buffers (default: spaCy's)."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actor pool)."),
+    actors: int = typer.Option(1, "--actors", help="With --engine ray: pipelines (actors) at once."),
+    gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", help="With --engine ray: GPUs each actor takes."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: a cluster address (ray://...)."),
+) -> None:
+    """Annotate a corpus into JSONL and/or DocBin shards, resumably: a rerun
+    skips the shards written, and retries those whose docs failed."""
+    from .annotate import annotate as run
+
+    try:
+        summary = run(
+            pipeline,
+            input_path,
+            output,
+            fmt=fmt,
+            shard_size=shard_size,
+            text_field=text_field,
+            batch_size=batch_size,
+            engine=engine,
+            actors=actors,
+            gpus_per_actor=gpus_per_actor,
+            address=address,
+        )
+    except ValueError as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(
+        f"{output}: {summary['written']} shards written, {summary['skipped']} already there, "
+        f"{len(summary['failed'])} failed (of {summary['shards']})"
+    )
+    for index, error in sorted(summary["failed"].items()):
+        typer.echo(f"shard {index}: {error}", err=True)
+    if summary["failed"]:
+        typer.echo("Run the same command again to retry the failed shards.", err=True)
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
