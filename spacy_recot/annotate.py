@@ -16,6 +16,7 @@ writes them. Both engines call `annotate_shard`, so their outputs are the same.
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -195,6 +196,10 @@ def _run_ray(
     """Yield each shard's result as Ray Data's actor pool finishes it."""
     import ray
 
+    # Our own progress bar counts docs; Ray Data's bars and per-operator logs would repeat it.
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -204,7 +209,9 @@ def _run_ray(
             _ShardAnnotator,
             fn_constructor_args=(pipeline, fmt, text_field, batch_size),
             batch_size=1,
-            concurrency=actors,
+            # One shard queued per actor: with more, the first actor up takes
+            # the shards meant for the others while they load their pipelines.
+            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
             num_gpus=gpus_per_actor,
             num_cpus=1,
         )

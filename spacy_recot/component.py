@@ -430,11 +430,13 @@ class RecotNER(Pipe):
             return []
         self._ensure_loaded()
         limits = limits if limits is not None else self._limits()
-        schema = self.prompt.schema(self.labels)
+        groups = [(group, self.prompt.schema(group)) for group in self.prompt.label_groups(self.labels)]
         requests = []
         for chunk in self._chunks(doc, limits):
-            prompt = self.prompt.render(chunk, self.labels, self.label_descriptions)
-            requests.append(Request(prompt, chunk, schema, self._answer_budget(chunk, limits)))
+            budget = self._answer_budget(chunk, limits)
+            for group, schema in groups:
+                prompt = self.prompt.render(chunk, group, self.label_descriptions)
+                requests.append(Request(prompt, chunk, schema, budget))
         return requests
 
     def _answer_budget(self, chunk: Chunk, limits: Tuple[Optional[int], Optional[int], int, int]) -> Optional[int]:

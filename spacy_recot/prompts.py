@@ -117,6 +117,10 @@ class Prompt:
         """The labels as the model is shown them (and writes them back)."""
         return list(labels)
 
+    def label_groups(self, labels: Sequence[str]) -> List[List[str]]:
+        """The labels asked about together: one prompt per group and chunk."""
+        return [list(labels)]
+
     def answer_budget(
         self, labels: Sequence[str], count_tokens: Callable[[Sequence[str]], List[int]]
     ) -> Tuple[int, int]:
@@ -194,15 +198,26 @@ class ReasoningNERPrompt(Prompt):
         untuned instruction models from copying the placeholder keys.
     drop_generic_labels (bool): Remove labels such as "misc" and "other" from
         the schema, as ReasoningNER does.
+    questions (str): "all" asks about every label in one prompt; "per_label"
+        asks one prompt per label (the schema holds that label alone), as
+        UniNER asks one question per type.
     """
 
     output_format = "entities"
 
-    def __init__(self, example_labels: str = "placeholders", drop_generic_labels: bool = True):
+    def __init__(self, example_labels: str = "placeholders", drop_generic_labels: bool = True, questions: str = "all"):
         if example_labels not in ("placeholders", "schema"):
             raise ValueError(f"example_labels must be 'placeholders' or 'schema', not {example_labels!r}")
+        if questions not in ("all", "per_label"):
+            raise ValueError(f"prompt.questions must be 'all' or 'per_label', not {questions!r}")
         self.example_labels = example_labels
         self.drop_generic_labels = drop_generic_labels
+        self.questions = questions
+
+    def label_groups(self, labels: Sequence[str]) -> List[List[str]]:
+        if self.questions == "per_label":
+            return [[label] for label in labels if self.schema([label])]
+        return [list(labels)]
 
     def schema(self, labels: Sequence[str]) -> List[str]:
         """Lower-cased, sorted, generic labels removed (ReasoningNER's `process_schema`)."""
@@ -287,9 +302,9 @@ def make_reasoning_ner_prompt(
 
 
 @registry.misc("spacy_recot.ZeroShotJSONPrompt.v1")
-def make_zero_shot_json_prompt(drop_generic_labels: bool = False) -> ReasoningNERPrompt:
+def make_zero_shot_json_prompt(drop_generic_labels: bool = False, questions: str = "all") -> ReasoningNERPrompt:
     """ReasoningNER's prompt with its output example written with the schema's own
     labels (and empty lists), for untuned instruction models: with the verbatim
     example, Qwen2.5-Coder-0.5B copied the placeholder keys `label1`/`label2`.
     The component's default prompt (chosen by measurement, see the README)."""
-    return ReasoningNERPrompt(example_labels="schema", drop_generic_labels=drop_generic_labels)
+    return ReasoningNERPrompt(example_labels="schema", drop_generic_labels=drop_generic_labels, questions=questions)

@@ -82,6 +82,8 @@ class OpenAICompatibleBackend(Backend):
     """Chat requests to an OpenAI-compatible endpoint, several in flight at once."""
 
     _transient = ("_client", "_word_tokens")
+    # Token counts of words kept (a corpus repeats its words); emptied when full.
+    WORD_CACHE = 200_000
     _transport_settings = ("base_url", "api_key_env", "max_in_flight", "timeout", "max_retries", "backoff")
 
     def __init__(
@@ -260,7 +262,9 @@ class OpenAICompatibleBackend(Backend):
         with self.lock:
             if not self.is_loaded:
                 self.load()
-        cache = self._word_tokens if self._word_tokens is not None else {}
+        if self._word_tokens is None or len(self._word_tokens) > self.WORD_CACHE:
+            self._word_tokens = {}
+        cache = self._word_tokens
         missing = list(dict.fromkeys(t for t in texts if t not in cache))
         if missing and self._counter != "local":
 
@@ -304,12 +308,24 @@ class OpenAICompatibleBackend(Backend):
     def _template_kwargs(self) -> Dict[str, Any]:
         return {} if self.thinking is None else {"chat_template_kwargs": {"enable_thinking": self.thinking}}
 
+    def max_tokens(self, request: Request) -> int:
+        """The request's `max_tokens`: with no reasoning to wait for (the answer is
+        constrained to JSON, or thinking is off), the in-process backends' cap of
+        2 x the answer's budget + 16 (an answer that repeats itself would hold its
+        server slot to max_new_tokens); else max_new_tokens."""
+        from .backends import HFCausalBackend
+
+        if request.answer_budget is None or not (self.constrained or self.thinking is False):
+            return self.max_new_tokens
+        a, b = HFCausalBackend.ANSWER_CAP
+        return min(self.max_new_tokens, a * request.answer_budget + b)
+
     def body(self, request: Request) -> Dict[str, Any]:
         """The chat request sent for `request`."""
         body: Dict[str, Any] = {
             "model": self.model_name,
             "messages": self.messages(request.prompt),
-            "max_tokens": self.max_new_tokens,
+            "max_tokens": self.max_tokens(request),
             **self._template_kwargs(),
             **self.generation,
         }

@@ -104,3 +104,19 @@ def test_reasoning_ner_prompt_for_untuned_models_shows_the_schema():
     assert text.endswith("Sentence:\nParis")
     with pytest.raises(ValueError, match="example_labels"):
         make_reasoning_ner_prompt(example_labels="labels")
+
+
+def test_per_label_questions_ask_one_label_each():
+    from spacy.util import registry
+
+    chunk = Chunk.from_words(["Barack", "Obama", "visited", "Paris", "."])
+    prompt = registry.misc.get("spacy_recot.ZeroShotJSONPrompt.v1")(questions="per_label")
+    assert prompt.label_groups(["person", "location"]) == [["person"], ["location"]]
+    text = prompt.render(chunk, ["location"])
+    assert '["location"]' in text and "person" not in text and text.endswith("Barack Obama visited Paris .")
+    assert registry.misc.get("spacy_recot.ZeroShotJSONPrompt.v1")().label_groups(["a", "b"]) == [["a", "b"]]
+    # Generic labels the schema drops get no question of their own.
+    dropping = registry.misc.get("spacy_recot.ZeroShotJSONPrompt.v1")(drop_generic_labels=True, questions="per_label")
+    assert dropping.label_groups(["person", "misc"]) == [["person"]]
+    with pytest.raises(ValueError, match="prompt.questions"):
+        registry.misc.get("spacy_recot.ZeroShotJSONPrompt.v1")(questions="each")

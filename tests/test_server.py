@@ -287,3 +287,27 @@ def test_vllm_token_counts_match_the_local_tokenizer(vllm):
         [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
     )
     assert backend.prompt_tokens(prompt) == len(tokenizer(chat, add_special_tokens=False)["input_ids"])
+
+
+def test_per_label_questions_send_one_request_per_label(stub):
+    control(stub)
+    nlp = stub_nlp(stub)
+    nlp.get_pipe("recot_ner").prompt = spacy.util.registry.misc.get("spacy_recot.ZeroShotJSONPrompt.v1")(
+        questions="per_label"
+    )
+    docs = list(nlp.pipe(SENTENCES))
+    assert stats(stub)["chat"] == 2 * len(SENTENCES)
+    # Both questions name the first word as a person: one entity, found twice, kept once.
+    assert [[(e.text, e.label_) for e in d.ents] for d in docs] == [[(t.split()[0], "person")] for t in SENTENCES]
+
+
+def test_answers_without_reasoning_are_capped_like_in_process(stub):
+    from spacy_recot.backends import HFCausalBackend
+
+    control(stub)
+    pipe = stub_nlp(stub, constrained=True, max_new_tokens=1000).get_pipe("recot_ner")
+    (request,) = pipe.requests_for(spacy.blank("en").make_doc(SENTENCES[0]))
+    a, b = HFCausalBackend.ANSWER_CAP
+    assert request.answer_budget and pipe.model.body(request)["max_tokens"] == a * request.answer_budget + b
+    free = stub_nlp(stub, max_new_tokens=1000).get_pipe("recot_ner")  # may think first: no cap
+    assert free.model.body(free.requests_for(spacy.blank("en").make_doc(SENTENCES[0]))[0])["max_tokens"] == 1000
