@@ -251,6 +251,8 @@ def annotate(
         raise ValueError(f"--engine must be 'local' or 'ray', not {engine!r}")
     if shard_size < 1 or actors < 1:
         raise ValueError("--shard-size and --actors must be at least 1")
+    # Actors may start in another working directory: a local pipeline folder goes by its full path.
+    pipeline = str(Path(pipeline).resolve()) if Path(pipeline).exists() else pipeline
     records = read_records(input_path, text_field)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
