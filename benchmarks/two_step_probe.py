@@ -1,8 +1,12 @@
 """Probe: does asking for the spans first and their types second (the two-step
 idea behind ReCoT-NER) help the packaged 0.5B model, against the one-prompt
 default? Runs against an OpenAI-compatible server serving that model (vLLM,
-started apart), both steps constrained by JSON schemas, on the first N
-sentences of each set; writes the papers' normalized P/R/F per set.
+started apart), on the first N sentences of each set; writes the papers'
+normalized P/R/F per set. Step 1 lists the spans under a JSON schema. Step 2,
+`--typing generate`: one prompt maps every span to a type under a schema;
+`--typing likelihood`: each span gets the label (or "other", then dropped)
+whose answer text is most likely after a question about that span (vLLM's
+`prompt_logprobs` on /v1/completions; needs --tokenizer for the chat template).
 
     python benchmarks/two_step_probe.py corpus/gner --base-url http://127.0.0.1:8471/v1 --n 100 \
         --output benchmarks/results/two_step_probe.json
@@ -12,7 +16,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import httpx
 import spacy
@@ -60,7 +64,12 @@ def chat(client: httpx.Client, url: str, prompt: str, schema: Dict[str, Any], ma
 
 
 def two_step(
-    client: httpx.Client, url: str, sentence: str, candidates: List[str], labels: List[str]
+    client: httpx.Client,
+    url: str,
+    sentence: str,
+    candidates: List[str],
+    labels: List[str],
+    tokenizer: Any = None,
 ) -> List[Tuple[str, str]]:
     label_list = json.dumps(labels)
     spans_schema = {
@@ -78,6 +87,8 @@ def two_step(
         return []
     if not spans:
         return []
+    if tokenizer is not None:
+        return likelihood_types(client, url, tokenizer, sentence, spans, labels)
     options = labels + ["other"]
     types_schema = {
         "type": "object",
@@ -93,16 +104,54 @@ def two_step(
     return [(s, t) for s, t in types.items() if t in labels]
 
 
+QUESTION = 'Sentence: {sentence}\n\nWhat type of entity is "{span}" in this sentence? Choose one of: {labels}.'
+
+
+def likelihood_types(
+    client: httpx.Client, url: str, tokenizer: Any, sentence: str, spans: List[str], labels: List[str]
+) -> List[Tuple[str, str]]:
+    """Each span's most likely label: the log-probability of the label written as
+    the whole answer (its tokens and the end of the turn)."""
+    options = labels + ["other"]
+    out = []
+    for span in spans:
+        question = QUESTION.format(sentence=sentence, span=span, labels=", ".join(options))
+        prefix = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+        start = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        scores = {}
+        for label in options:
+            text = prefix + label + "<|im_end|>"
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            body = {"model": "qwen", "prompt": text, "max_tokens": 1, "prompt_logprobs": 0}
+            rows = client.post(f"{url}/completions", json=body, timeout=300).json()["choices"][0]["prompt_logprobs"]
+            # Each row is keyed by token id: the prompt's own token is there.
+            scores[label] = sum(rows[i][str(ids[i])]["logprob"] for i in range(start, len(ids)))
+        best = max(scores, key=scores.get)
+        if best != "other":
+            out.append((span, best))
+    return out
+
+
 def main(
     data: Path = typer.Argument(...),
     base_url: str = typer.Option("http://127.0.0.1:8471/v1"),
     n: int = typer.Option(100),
     sets: List[str] = typer.Option([], "--set"),
     in_flight: int = typer.Option(32),
+    typing: str = typer.Option("generate", help="generate or likelihood"),
+    tokenizer_dir: Optional[Path] = typer.Option(None, "--tokenizer", help="The served model's folder."),
     output: Path = typer.Option(Path("benchmarks/results/two_step_probe.json")),
 ) -> None:
     nlp = spacy.blank("en")
-    results: Dict[str, Any] = {"n": n, "prompts": {"spans": SPANS_PROMPT, "types": TYPES_PROMPT}, "datasets": {}}
+    tokenizer = None
+    if typing == "likelihood":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    prompts = {"spans": SPANS_PROMPT, "types": QUESTION if tokenizer else TYPES_PROMPT}
+    results: Dict[str, Any] = {"n": n, "typing": typing, "prompts": prompts, "datasets": {}}
     client = httpx.Client(limits=httpx.Limits(max_connections=in_flight))
     for path in sorted(p for p in data.glob("*/test.spacy") if not sets or p.parent.name in sets):
         labels = read_labels(path)
@@ -111,7 +160,7 @@ def main(
 
         def run(eg: Any, labels: List[str] = labels) -> List[Tuple[str, str]]:
             chunk = doc_words(eg.reference)
-            return two_step(client, base_url, eg.reference.text, candidate_entities(chunk, 12), labels)
+            return two_step(client, base_url, eg.reference.text, candidate_entities(chunk, 12), labels, tokenizer)
 
         with ThreadPoolExecutor(in_flight) as pool:
             predictions = list(pool.map(run, examples))

@@ -231,6 +231,23 @@ def test_long_docs_split_with_the_servers_token_counts(stub):
     assert {e.text for e in doc.ents} <= {"Barack", "Obama", "visited", "Paris"}
 
 
+def test_without_tokenize_endpoint_a_local_tokenizer_counts(stub, trained_qwen3_dir):
+    from transformers import AutoTokenizer
+
+    control(stub, tokenize=False)
+    nlp = stub_nlp(stub, max_input_tokens=200, tokenizer=str(trained_qwen3_dir))
+    text = " ".join(["Barack Obama visited Paris ."] * 30)
+    doc = nlp(text)
+    assert stats(stub)["tokenize"] == 0 and stats(stub)["chat"] > 1
+    assert len(doc.ents) == stats(stub)["chat"]
+    backend = nlp.get_pipe("recot_ner").model
+    local = AutoTokenizer.from_pretrained(trained_qwen3_dir)
+    assert backend.count_tokens(["Obama", "visited"]) == [
+        len(local(w, add_special_tokens=False)["input_ids"]) for w in ["Obama", "visited"]
+    ]
+    assert "model.tokenizer" not in str(backend.requirements()) and "transformers>=5.0,<6" in backend.requirements()
+
+
 def test_without_tokenize_endpoint_a_local_tokenizer_is_needed(stub):
     control(stub, tokenize=False)
     with pytest.raises(ModelLoadError, match="no /tokenize endpoint.*model.tokenizer"):
