@@ -92,7 +92,10 @@ def annotate_shard(
         failures.extend(f"{name}: {type(err).__name__}: {err}" for _ in docs)
 
     nlp.set_error_handler(handler)
-    docs = list(nlp.pipe((r[text_field] for r in records), batch_size=batch_size))
+    try:
+        docs = list(nlp.pipe((r[text_field] for r in records), batch_size=batch_size))
+    except Exception as err:  # noqa: BLE001 - a component without error handling: the shard fails
+        return ShardResult(index, docs=len(records), failures=[f"{type(err).__name__}: {err}"])
     if failures or len(docs) != len(records):
         return ShardResult(index, docs=len(records), failures=failures or ["docs went missing"])
     result = ShardResult(index, docs=len(docs))
@@ -114,6 +117,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the name says the shard is done
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -134,8 +139,11 @@ def _manifest(pipeline: str, input_path: Path, records: int, shard_size: int, fm
     with Path(input_path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
+    config = Path(pipeline) / "config.cfg"
     return {
         "pipeline": str(pipeline),
+        # The pipeline's config (model, labels, prompt): shards from another one must not mix in.
+        "pipeline_config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None,
         "input": str(input_path),
         "input_sha256": digest.hexdigest(),
         "records": records,
@@ -150,7 +158,8 @@ def check_manifest(output: Path, manifest: Dict[str, Any]) -> None:
     path = output / "manifest.json"
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
-        changed = [k for k in ("input_sha256", "shard_size", "format", "text_field") if old.get(k) != manifest[k]]
+        keys = ("input_sha256", "pipeline_config_sha256", "shard_size", "format", "text_field")
+        changed = [k for k in keys if old.get(k) != manifest[k]]
         if changed:
             raise ValueError(
                 f"{output} holds shards made with other settings ({', '.join(changed)} differ from {path}): "
@@ -260,6 +269,8 @@ def annotate(
     shards = [(i // shard_size, records[i : i + shard_size]) for i in range(0, len(records), shard_size)]
     todo = [(i, rs) for i, rs in shards if not all(p.exists() for p in shard_files(output, i, fmt))]
     summary: Dict[str, Any] = {"shards": len(shards), "skipped": len(shards) - len(todo), "written": 0, "failed": {}}
+    if not todo:
+        return summary
     progress = tqdm(total=sum(len(rs) for _, rs in todo), unit="doc", desc="annotate", disable=not show_progress)
     try:
         if engine == "ray":

@@ -81,8 +81,12 @@ class Backend:
             except (TypeError, ValueError):
                 continue  # loaded state, not a setting
             settings[key] = value
+        from . import __version__
+
         return {
             "backend": f"{type(self).__module__}.{type(self).__qualname__}",
+            # Decoding code changes between releases: answers cached by another release are not reused.
+            "version": __version__,
             "settings": settings,
             "weights": self.fingerprint(),
         }
@@ -371,8 +375,9 @@ class HFBackend(Backend):
 
     def fingerprint(self) -> Optional[str]:
         """A digest of the model's config, tokenizer and every weight tensor's
-        name, shape, dtype and sum (computed once per load, ~0.3 s for 0.5B
-        parameters): a retrained or re-quantized model gets another."""
+        name, shape, dtype and bytes (computed once per load, about a second
+        for 0.5B parameters): a retrained or re-quantized model gets another,
+        and the same weights get the same one in every process."""
         if not self.is_loaded:
             self.load()
         digest = self.__dict__.get("_fingerprint")
@@ -383,8 +388,9 @@ class HFBackend(Backend):
             h.update(f"{len(self.tokenizer)}{getattr(self.tokenizer, 'chat_template', None)}".encode())
             with torch.inference_mode():
                 for name, tensor in self.model.state_dict().items():
-                    total = torch.sum(tensor, dtype=torch.float64).item() if tensor.is_floating_point() else 0.0
-                    h.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}{total:.12e}".encode())
+                    h.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+                    data = tensor.detach().to("cpu").contiguous().reshape(-1)
+                    h.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
             digest = self.__dict__["_fingerprint"] = h.hexdigest()
         return digest
 

@@ -27,7 +27,8 @@ class ResponseCache:
     """Answers on disk, one JSON file each, under `path/<2 hex>/<key>.json`."""
 
     def __init__(self, path: Union[str, Path]):
-        self.path = Path(path)
+        # Absolute: Ray actors and spawned workers may start in another folder.
+        self.path = Path(path).resolve()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -71,6 +72,8 @@ class ResponseCache:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f, ensure_ascii=False)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the name points at it
             os.replace(tmp, target)  # atomic: readers see the old file, the new one, or none
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -6,6 +6,7 @@ model backend for text, parses that text into labelled spans and sets
 `doc.user_data["recot"][<component name>]` as plain JSON values.
 """
 
+import warnings
 import weakref
 from collections import Counter
 from pathlib import Path
@@ -364,16 +365,23 @@ class RecotNER(Pipe):
                 "call add_label, or initialize the pipeline with examples"
             )
         self._ensure_loaded()
-        limits = self._limits()
+        try:
+            limits = self._limits()
+        except Exception as err:  # noqa: BLE001 - e.g. a server's /tokenize down: no doc can be asked
+            return [], [(docs, err)]
         requests: List[Tuple[int, Request]] = []
+        failed: Set[int] = set()
+        failures: List[Tuple[List[Doc], Exception]] = []
         for i, doc in enumerate(docs):
-            requests.extend((i, request) for request in self.requests_for(doc, limits))
+            try:  # a server backend counts tokens over the network: that may fail for one doc
+                requests.extend((i, request) for request in self.requests_for(doc, limits))
+            except Exception as err:  # noqa: BLE001 - handed to spaCy's error handler
+                failed.add(i)
+                failures.append(([doc], err))
         # Characters are a close enough proxy for tokens to group similar
         # lengths, and cost no second tokenization of every prompt.
         order = sorted(range(len(requests)), key=lambda k: len(requests[k][1].prompt))
         outputs: List[str] = [""] * len(requests)
-        failed: Set[int] = set()
-        failures: List[Tuple[List[Doc], Exception]] = []
         for batch in minibatch(order, size=self.batch_size):
             batch = [k for k in batch if requests[k][0] not in failed]
             if not batch:
@@ -416,7 +424,10 @@ class RecotNER(Pipe):
             for i, answer in zip(todo, self.model([batch[i] for i in todo])):
                 answers[i] = answer
                 if not isinstance(answer, Exception):
-                    self.cache.put(keys[i], answer)
+                    try:
+                        self.cache.put(keys[i], answer)
+                    except OSError as err:  # a full disk must not cost the answers already made
+                        warnings.warn(f"components.{self.name}.cache_dir: answer not stored ({err})", stacklevel=2)
         return answers
 
     def requests_for(

@@ -22,6 +22,7 @@ import random
 import signal
 import subprocess
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Sequence
@@ -81,7 +82,7 @@ def content_token_scores(content: str, logprobs: Optional[Dict[str, Any]], shift
 class OpenAICompatibleBackend(Backend):
     """Chat requests to an OpenAI-compatible endpoint, several in flight at once."""
 
-    _transient = ("_client", "_word_tokens")
+    _transient = ("_client", "_word_tokens", "_local_tokenizer")
     # Token counts of words kept (a corpus repeats its words); emptied when full.
     WORD_CACHE = 200_000
     _transport_settings = ("base_url", "api_key_env", "max_in_flight", "timeout", "max_retries", "backoff")
@@ -182,6 +183,10 @@ class OpenAICompatibleBackend(Backend):
             client.close()
             raise ModelLoadError(f"the server did not answer (model.base_url): {err}") from err
         served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
+        # What the server says it serves under that name (vLLM: the weights' folder as `root`):
+        # two models served under one name must not share cached answers.
+        entry = next((m for m in listing.get("data", []) if isinstance(m, dict) and m.get("id") == self.model_name), {})
+        self._served = {k: entry.get(k) for k in ("id", "root", "owned_by", "max_model_len") if k in entry}
         if served and self.model_name not in served:
             client.close()
             raise ModelLoadError(f"{url} serves {served}, not {self.model_name!r} (model.model)")
@@ -228,6 +233,12 @@ class OpenAICompatibleBackend(Backend):
                 time.sleep(min(wait, MAX_BACKOFF) * (0.5 + random.random() / 2))
         raise ServerError(f"{method} {url} failed after {self.max_retries + 1} attempts; last: {problem}")
 
+    def fingerprint(self) -> Optional[str]:
+        """What the server reports about the served model (its /v1/models entry)."""
+        if not self.is_loaded:
+            self.load()
+        return json.dumps(self.__dict__.get("_served") or {}, sort_keys=True)
+
     # -- token counts ---------------------------------------------------------
 
     def _tokenize(self, body: Dict[str, Any]) -> Optional[List[int]]:
@@ -237,12 +248,20 @@ class OpenAICompatibleBackend(Backend):
         try:
             data = self._send(self._client, "POST", f"{self.root_url}/tokenize", {"model": self.model_name, **body})
         except ServerError as err:
-            if self._counter == "server" or "status 404" not in str(err):
+            if self._counter == "server" or not any(f"status {c}" in str(err) for c in (404, 405, 501)):
                 raise
             self._counter = "local"
             return None
+        tokens = data.get("tokens")
+        text = body.get("prompt") or body.get("messages")
+        if not isinstance(tokens, list) or (text and not tokens):
+            # Another server's /tokenize (llama.cpp reads "content"): its counts cannot be used.
+            if self._counter == "server":
+                raise ServerError(f"{self.root_url}/tokenize answered without tokens: {json.dumps(data)[:200]}")
+            self._counter = "local"
+            return None
         self._counter = "server"
-        return list(data.get("tokens", []))
+        return tokens
 
     def _local(self) -> Any:
         if self._local_tokenizer is None:
@@ -345,16 +364,22 @@ class OpenAICompatibleBackend(Backend):
             choice = (data.get("choices") or [None])[0]
             if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
                 raise ServerError(f"POST {url} answered without a message: {json.dumps(data)[:300]}")
-            self.stats["prompt_tokens"] += int((data.get("usage") or {}).get("prompt_tokens", 0))
-            self.stats["generated_tokens"] += int((data.get("usage") or {}).get("completion_tokens", 0))
-            return answer_from_message(choice["message"], choice.get("logprobs"))
+            answer = answer_from_message(choice["message"], choice.get("logprobs"))
+            answer.usage = data.get("usage") or {}
+            return answer
         except Exception as err:  # noqa: BLE001 - the request's own failure, reported with its doc
             return err
 
     def generate(self, requests: Sequence[Request]) -> List[Any]:
         """One answer per request; a request that failed for good gives its exception."""
         with ThreadPoolExecutor(min(self.max_in_flight, len(requests))) as pool:
-            return list(pool.map(self._complete, requests))
+            answers = list(pool.map(self._complete, requests))
+        stats = self.__dict__.setdefault("stats", Counter())  # counted here, not in the threads
+        for answer in answers:
+            usage = getattr(answer, "usage", {})
+            stats["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
+            stats["generated_tokens"] += int(usage.get("completion_tokens") or 0)
+        return answers
 
     def close(self) -> None:
         """Close the connection pool (reopened on next use)."""
@@ -491,18 +516,18 @@ def running_server(
 
 
 def stop_process(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (vLLM runs its engine in a child), SIGKILL after 30 s."""
-    if process.poll() is not None:
-        return
+    """SIGTERM to the server's process group (vLLM runs its engine in a child), then
+    SIGKILL to whatever of the group is left, after at most 30 s."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
     except (subprocess.TimeoutExpired, ProcessLookupError):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
+        pass
+    try:  # whatever of the group outlived its leader (vLLM's engine process)
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 @contextmanager

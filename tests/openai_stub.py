@@ -9,7 +9,8 @@ faults (each applies to the next n chat requests): `fail` (status
 `fail_status`), `slow` (`slow_seconds` before answering), `malformed` (a 200
 with a body that is not JSON), `fail_match` (every request whose prompt
 contains this string gets status 500), `key` (the API key required),
-`reasoning` (sent as `reasoning_content`), `tokenize` (false: no /tokenize).
+`reasoning` (sent as `reasoning_content`), `tokenize` (false: no /tokenize,
+"empty": no tokens, "broken": status 500).
 `GET /stats` counts the requests seen.
 
 Run: python tests/openai_stub.py PORT
@@ -70,6 +71,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/tokenize":
             if not SETTINGS["tokenize"]:
                 return self.send_json(404, {"detail": "Not Found"})
+            if SETTINGS["tokenize"] == "empty":  # as a server that reads another field
+                return self.send_json(200, {"tokens": []})
+            if SETTINGS["tokenize"] == "broken":
+                return self.send_json(500, {"error": "tokenizer crashed"})
             STATS["tokenize"] += 1
             text = body.get("prompt") or " ".join(m["content"] for m in body.get("messages", []))
             return self.send_json(200, {"tokens": list(range(len(text.split())))})

@@ -85,6 +85,12 @@ def test_a_rerun_skips_whole_shards_and_redoes_missing_ones(gold, tmp_path):
     assert (tmp_path / "shard-00001.jsonl").read_bytes() == before
     with pytest.raises(ValueError, match="shard_size differ"):
         annotate(*args, shard_size=5, show_progress=False)
+    # Another pipeline (labels, model, prompt) over the same folder is refused too.
+    other = spacy.load(root / "oracle")
+    other.get_pipe("recot_ner").add_label("gadget")
+    other.to_disk(tmp_path / "other-pipeline")
+    with pytest.raises(ValueError, match="pipeline_config_sha256 differ"):
+        annotate(str(tmp_path / "other-pipeline"), root / "input.jsonl", tmp_path, shard_size=10)
 
 
 @requires_data(GNER)
@@ -144,6 +150,8 @@ def test_ray_actor_pool_writes_what_one_process_writes(gold, trained_qwen3_dir, 
                 str(pipeline), root / "input.jsonl", tmp_path / f"{name}-ray", engine="ray", actors=2, **kwargs
             )
             assert local["written"] == remote["written"] == 5 and not remote["failed"]
+            again = annotate(str(pipeline), root / "input.jsonl", tmp_path / f"{name}-ray", engine="ray", **kwargs)
+            assert (again["written"], again["skipped"]) == (0, 5)  # nothing to do: no dataset made
             for path in sorted((tmp_path / f"{name}-local").glob("shard-*.jsonl")):
                 assert (tmp_path / f"{name}-ray" / path.name).read_bytes() == path.read_bytes(), (name, path.name)
             # DocBin bytes hold a set of strings, ordered by each process's hash seed: compare the docs.
