@@ -24,6 +24,7 @@ drift hits them alike; ratios are to the plain loop of the same run. Writes JSON
 """
 
 import copy
+import json
 import os
 import platform
 import statistics
@@ -97,10 +98,15 @@ def measure_causal(data: Path, set_name: str, n: int, runs: int, max_new_tokens:
             "batch_size": 8,
         },
         DEFAULT: {},
+        "bfloat16 default, output layer over all 152k tokens (before the sparse head)": {},
     }
     reference = causal_pipeline(labels, max_new_tokens, model={"dtype": "float32", "constrained": False})
     pipelines = {name: causal_pipeline(labels, max_new_tokens, **copy.deepcopy(c)) for name, c in configs.items()}
     ref_pipe = reference.get_pipe("recot_ner")
+    # The same default with the grammar-sparse output layer switched off, side by side.
+    pipelines["bfloat16 default, output layer over all 152k tokens (before the sparse head)"].get_pipe(
+        "recot_ner"
+    ).model.SPARSE_HEAD_SHARE = 0.0
     bf16 = pipelines[DEFAULT].get_pipe("recot_ner").model
     timings: Dict[str, List[float]] = {}
     outputs: Dict[str, List[Ents]] = {}
@@ -376,6 +382,9 @@ def main(
         "runs": runs,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    if output.exists():  # a path not rerun keeps its last figures
+        previous = json.loads(output.read_text(encoding="utf-8"))
+        results.update({k: v for k, v in previous.items() if k in ("causal", "seq2seq") and k not in paths})
     if "seq2seq" in paths:
         results["seq2seq"] = measure_seq2seq(data, seq2seq_set, n, runs)
     if "causal" in paths:

@@ -117,6 +117,8 @@ def test_greedy_loop_equals_generate(tiny_qwen3_dir, trained_qwen3_dir, constrai
             assert [s[:2] for s in a.token_scores] == [s[:2] for s in b.token_scores]
             assert all(abs(x[2] - y[2]) < 1e-4 for x, y in zip(a.token_scores, b.token_scores))
         assert loop.stats["generated_tokens"] == reference.stats["generated_tokens"]
+        # Under the grammar, the output layer was applied to the allowed tokens alone on some steps.
+        assert (loop.stats["sparse_head_steps"] > 0) == constrained
 
 
 def test_answers_stop_at_their_cap_unless_they_think(tiny_qwen3_dir, trained_qwen3_dir):
