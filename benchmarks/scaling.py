@@ -95,6 +95,18 @@ def bench_annotate(texts: List[str], labels: List[str], runs: int, shard_size: i
     }
 
 
+def timed_runs(nlp, texts: List[str], runs: int, name: str, times: Dict, answers: Dict) -> None:
+    """Warm up on two sentences, then time `runs` passes over `texts`; keep the
+    first pass's entities and raw answers."""
+    list(nlp.pipe(texts[:2]))  # weights, grammar compiler, connection
+    for run in range(runs):
+        start = time.perf_counter()
+        docs = list(nlp.pipe(texts))
+        times[name].append(time.perf_counter() - start)
+        answers.setdefault(name, [[ents(d), d.user_data["recot"]["recot_ner"]["io"][0]["output"]] for d in docs])
+        typer.echo(f"{name} run {run}: {times[name][-1]:.1f} s")
+
+
 def bench_server(texts: List[str], labels: List[str], runs: int, tmp: Path) -> Dict[str, Any]:
     from spacy_recot.packaged import materialize
     from spacy_recot.server import local_vllm
@@ -108,26 +120,8 @@ def bench_server(texts: List[str], labels: List[str], runs: int, tmp: Path) -> D
         # The in-process default's settings: constrained, answers up to 256 tokens.
         model = {"@misc": "spacy_recot.OpenAICompatible.v1", "base_url": url, "model": "qwen", "constrained": True}
         model["max_new_tokens"] = 256
-        nlp = default_nlp(labels, model)
-        list(nlp.pipe(texts[:2]))  # warm-up: grammar compilation, connection
-        for run in range(runs):
-            start = time.perf_counter()
-            docs = list(nlp.pipe(texts))
-            times["vLLM server"].append(time.perf_counter() - start)
-            answers.setdefault(
-                "vLLM server", [[ents(d), d.user_data["recot"]["recot_ner"]["io"][0]["output"]] for d in docs]
-            )
-            typer.echo(f"server run {run}: {times['vLLM server'][-1]:.1f} s")
-    nlp = default_nlp(labels)
-    list(nlp.pipe(texts[:2]))  # warm-up: weights, grammar compiler
-    for run in range(runs):
-        start = time.perf_counter()
-        docs = list(nlp.pipe(texts))
-        times["in-process default"].append(time.perf_counter() - start)
-        answers.setdefault(
-            "in-process default", [[ents(d), d.user_data["recot"]["recot_ner"]["io"][0]["output"]] for d in docs]
-        )
-        typer.echo(f"in-process run {run}: {times['in-process default'][-1]:.1f} s")
+        timed_runs(default_nlp(labels, model), texts, runs, "vLLM server", times, answers)
+    timed_runs(default_nlp(labels), texts, runs, "in-process default", times, answers)
     base = statistics.median(times["in-process default"])
     server, local = answers["vLLM server"], answers["in-process default"]
     return {

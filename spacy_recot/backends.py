@@ -67,6 +67,12 @@ class Backend:
     def load(self) -> None:
         """Load the weights from the configured source (may use the network)."""
 
+    def ensure_loaded(self) -> None:
+        """Load on first use (once, even from several threads)."""
+        with self.lock:
+            if not self.is_loaded:
+                self.load()
+
     def identity(self) -> Dict[str, Any]:
         """What the answers depend on: the backend's class, its settings and a
         fingerprint of its weights (the response cache's key)."""
@@ -127,9 +133,8 @@ class Backend:
         error handler."""
         if not requests:
             return []
+        self.ensure_loaded()
         with self.lock:
-            if not self.is_loaded:
-                self.load()  # weights are loaded on first use
             stats = self.__dict__.setdefault("stats", Counter())
             stats["backend_calls"] += 1
             stats["requests"] += len(requests)
@@ -378,8 +383,7 @@ class HFBackend(Backend):
         name, shape, dtype and bytes (computed once per load, about a second
         for 0.5B parameters): a retrained or re-quantized model gets another,
         and the same weights get the same one in every process."""
-        if not self.is_loaded:
-            self.load()
+        self.ensure_loaded()
         digest = self.__dict__.get("_fingerprint")
         if digest is None:
             import torch
@@ -460,8 +464,7 @@ class HFBackend(Backend):
             return self.tokenizer.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def to_disk(self, path: Path) -> None:
-        if not self.is_loaded:
-            self.load()
+        self.ensure_loaded()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         with self.lock:
@@ -647,6 +650,14 @@ def check_xgrammar() -> None:
         ) from err
 
 
+def answer_cap(budget: Optional[int]) -> Optional[int]:
+    """The most tokens an answer without reasoning may take: twice its budget
+    plus 16, room for the indented JSON models copy from the prompt, none for an
+    answer that repeats itself until max_new_tokens (it holds up its batch, or
+    a server's slot). None when the budget is unknown."""
+    return None if budget is None else 2 * budget + 16
+
+
 class AnswerCap:
     """Each answer's cap of new tokens (None: no cap), which does not apply to
     an answer that opened with a `<think>` block (no budget knows its length).
@@ -687,10 +698,6 @@ class HFCausalBackend(HFBackend):
     _transient = ("model", "tokenizer", "_constraint", "_prefix")
     # Shorter shared beginnings are not worth a cache of their own.
     MIN_SHARED_PREFIX = 16
-    # An answer without reasoning is stopped at a * its budget + b tokens: room
-    # for the indented JSON models copy from the prompt, none for an answer that
-    # repeats itself until max_new_tokens (it holds up its whole batch).
-    ANSWER_CAP = (2, 16)
 
     def __init__(
         self,
@@ -765,10 +772,7 @@ class HFCausalBackend(HFBackend):
         # generate expands each prompt into num_beams * num_return_sequences rows.
         rows = max(kwargs.get("num_beams", 1), kwargs.get("num_return_sequences", 1))
         enc = self._encode(texts, shared_prefix=self.reuse_prefix and rows == 1)
-        a, b = self.ANSWER_CAP
-        cap = AnswerCap(
-            [None if r.answer_budget is None else a * r.answer_budget + b for r in requests], self.tokenizer
-        )
+        cap = AnswerCap([answer_cap(r.answer_budget) for r in requests], self.tokenizer)
         if self._plain_greedy():
             return self._greedy(requests, enc, cap)
         if "past_key_values" in enc:

@@ -316,13 +316,10 @@ class RecotNER(Pipe):
     def _ensure_loaded(self) -> None:
         if self.model.is_loaded:
             return
-        with self.model.lock:  # two threads must not load the weights twice
-            if self.model.is_loaded:
-                return
-            try:
-                self.model.load()
-            except ModelLoadError as err:
-                raise ModelLoadError(f"components.{self.name}.model: {err}") from err
+        try:
+            self.model.ensure_loaded()  # under the backend's lock: loaded once
+        except ModelLoadError as err:
+            raise ModelLoadError(f"components.{self.name}.model: {err}") from err
 
     # -- processing -------------------------------------------------------
 

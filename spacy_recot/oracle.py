@@ -163,8 +163,7 @@ class OracleBackend(Backend):
 
     def to_disk(self, path: Path) -> None:
         # Ship the gold annotation with the pipeline, so spacy.load works anywhere.
-        if not self.is_loaded:
-            self.load()
+        self.ensure_loaded()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         assert self._gold is not None

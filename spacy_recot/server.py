@@ -25,11 +25,11 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from spacy.util import registry
 
-from .backends import Backend, ModelLoadError
+from .backends import Backend, ModelLoadError, answer_cap
 from .chunks import Request
 from .constraints import answer_schema, candidate_entities
 from .scores import Answer, TokenScore
@@ -235,8 +235,7 @@ class OpenAICompatibleBackend(Backend):
 
     def fingerprint(self) -> Optional[str]:
         """What the server reports about the served model (its /v1/models entry)."""
-        if not self.is_loaded:
-            self.load()
+        self.ensure_loaded()
         return json.dumps(self.__dict__.get("_served") or {}, sort_keys=True)
 
     # -- token counts ---------------------------------------------------------
@@ -278,9 +277,7 @@ class OpenAICompatibleBackend(Backend):
         return self._local_tokenizer
 
     def count_tokens(self, texts: Sequence[str]) -> List[int]:
-        with self.lock:
-            if not self.is_loaded:
-                self.load()
+        self.ensure_loaded()
         if self._word_tokens is None or len(self._word_tokens) > self.WORD_CACHE:
             self._word_tokens = {}
         cache = self._word_tokens
@@ -308,9 +305,7 @@ class OpenAICompatibleBackend(Backend):
         return messages
 
     def prompt_tokens(self, prompt: str) -> int:
-        with self.lock:
-            if not self.is_loaded:
-                self.load()
+        self.ensure_loaded()
         extra = self._template_kwargs()
         ids = self._tokenize({"messages": self.messages(prompt), "add_generation_prompt": True, **extra})
         if ids is not None:
@@ -329,15 +324,12 @@ class OpenAICompatibleBackend(Backend):
 
     def max_tokens(self, request: Request) -> int:
         """The request's `max_tokens`: with no reasoning to wait for (the answer is
-        constrained to JSON, or thinking is off), the in-process backends' cap of
-        2 x the answer's budget + 16 (an answer that repeats itself would hold its
-        server slot to max_new_tokens); else max_new_tokens."""
-        from .backends import HFCausalBackend
-
-        if request.answer_budget is None or not (self.constrained or self.thinking is False):
+        constrained to JSON, or thinking is off), the in-process backends' cap
+        (`answer_cap`); else max_new_tokens."""
+        cap = answer_cap(request.answer_budget)
+        if cap is None or not (self.constrained or self.thinking is False):
             return self.max_new_tokens
-        a, b = HFCausalBackend.ANSWER_CAP
-        return min(self.max_new_tokens, a * request.answer_budget + b)
+        return min(self.max_new_tokens, cap)
 
     def body(self, request: Request) -> Dict[str, Any]:
         """The chat request sent for `request`."""
@@ -356,30 +348,27 @@ class OpenAICompatibleBackend(Backend):
             body["response_format"] = {"type": "json_schema", "json_schema": {"name": "entities", "schema": schema}}
         return body
 
-    def _complete(self, request: Request) -> Any:
-        """One request's answer, or the exception it ended in."""
+    def _complete(self, request: Request) -> Tuple[Any, Dict[str, Any]]:
+        """One request's answer (or the exception it ended in) and its token usage."""
         url = f"{self.base_url}/chat/completions"
         try:
             data = self._send(self._client, "POST", url, self.body(request))
             choice = (data.get("choices") or [None])[0]
             if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
                 raise ServerError(f"POST {url} answered without a message: {json.dumps(data)[:300]}")
-            answer = answer_from_message(choice["message"], choice.get("logprobs"))
-            answer.usage = data.get("usage") or {}
-            return answer
+            return answer_from_message(choice["message"], choice.get("logprobs")), data.get("usage") or {}
         except Exception as err:  # noqa: BLE001 - the request's own failure, reported with its doc
-            return err
+            return err, {}
 
     def generate(self, requests: Sequence[Request]) -> List[Any]:
         """One answer per request; a request that failed for good gives its exception."""
         with ThreadPoolExecutor(min(self.max_in_flight, len(requests))) as pool:
-            answers = list(pool.map(self._complete, requests))
+            results = list(pool.map(self._complete, requests))
         stats = self.__dict__.setdefault("stats", Counter())  # counted here, not in the threads
-        for answer in answers:
-            usage = getattr(answer, "usage", {})
+        for _, usage in results:
             stats["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
             stats["generated_tokens"] += int(usage.get("completion_tokens") or 0)
-        return answers
+        return [answer for answer, _ in results]
 
     def close(self) -> None:
         """Close the connection pool (reopened on next use)."""

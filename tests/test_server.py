@@ -337,12 +337,10 @@ def test_per_label_questions_send_one_request_per_label(stub):
 
 
 def test_answers_without_reasoning_are_capped_like_in_process(stub):
-    from spacy_recot.backends import HFCausalBackend
-
     control(stub)
     pipe = stub_nlp(stub, constrained=True, max_new_tokens=1000).get_pipe("recot_ner")
     (request,) = pipe.requests_for(spacy.blank("en").make_doc(SENTENCES[0]))
-    a, b = HFCausalBackend.ANSWER_CAP
-    assert request.answer_budget and pipe.model.body(request)["max_tokens"] == a * request.answer_budget + b
+    # The in-process rule (spacy_recot.backends.answer_cap): twice the budget plus 16.
+    assert request.answer_budget and pipe.model.body(request)["max_tokens"] == 2 * request.answer_budget + 16
     free = stub_nlp(stub, max_new_tokens=1000).get_pipe("recot_ner")  # may think first: no cap
     assert free.model.body(free.requests_for(spacy.blank("en").make_doc(SENTENCES[0]))[0])["max_tokens"] == 1000
