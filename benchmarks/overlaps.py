@@ -5,7 +5,9 @@ The default model answers each sentence once (the first `--n` sentences of each
 GNER zero-shot set, the datasets' own words, bfloat16 for speed); the same
 answers are then read with each policy, so the comparison is exact. Writes JSON.
 
-    python benchmarks/overlaps.py ../shared/data/gner --n 10 --output benchmarks/results/overlaps.json
+    python benchmarks/overlaps.py ../shared/data/gner --n 20 --output benchmarks/results/overlaps_1.5b.json
+    python benchmarks/overlaps.py ../shared/data/gner --n 10 --model qwen2.5-coder-0.5b-instruct \
+        --output benchmarks/results/overlaps.json
 """
 
 import sys
@@ -27,6 +29,9 @@ def main(
     gner: Path = typer.Argument(..., help="The GNER layout folder (../shared/data/gner)."),
     n: int = typer.Option(10, "--n", help="Sentences per set."),
     dtype: str = typer.Option("bfloat16", "--dtype"),
+    model_name: str = typer.Option(
+        "qwen2.5-coder-1.5b-instruct", "--model", help="The packaged model (the 2026-11-28 run: the 0.5B one)."
+    ),
     output: Path = typer.Option(ROOT / "benchmarks" / "results" / "overlaps.json", "--output", "-o"),
 ) -> None:
     import spacy
@@ -37,10 +42,9 @@ def main(
     from spacy_recot.scoring import average_f, normalized_prf
 
     nlp = spacy.blank("en")
-    pipe = nlp.add_pipe(
-        "recot_ner", config={"labels": ["x"], "model": {"@misc": "spacy_recot.PackagedCausal.v2", "dtype": dtype}}
-    )
-    results: Dict[str, Any] = {"n_per_set": n, "dtype": dtype, "sets": {}}
+    model = {"@misc": "spacy_recot.PackagedCausal.v3", "name": model_name, "dtype": dtype}
+    pipe = nlp.add_pipe("recot_ner", config={"labels": ["x"], "model": model})
+    results: Dict[str, Any] = {"n_per_set": n, "dtype": dtype, "model": model_name, "sets": {}}
     start = time.perf_counter()
     for name in SETS:
         golds = sentences_to_docs(nlp.vocab, list(read_conll(gner / name / "test.txt"))[:n])

