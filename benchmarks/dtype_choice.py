@@ -25,8 +25,9 @@ from results_io import write_results
 
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import read_examples
+from spacy_recot.packaged import DEFAULT_PACKAGED, FAST_PACKAGED
 
-MODELS = ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
+MODELS = [FAST_PACKAGED, DEFAULT_PACKAGED]
 
 
 def main(

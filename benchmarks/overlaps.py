@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_io import write_results  # noqa: E402
+from spacy_recot.packaged import DEFAULT_PACKAGED  # noqa: E402
 
 SETS = ["crossner_ai", "crossner_literature", "crossner_music", "crossner_politics", "crossner_science", "mit-movie"]
 
@@ -30,7 +31,7 @@ def main(
     n: int = typer.Option(10, "--n", help="Sentences per set."),
     dtype: str = typer.Option("bfloat16", "--dtype"),
     model_name: str = typer.Option(
-        "qwen2.5-coder-1.5b-instruct", "--model", help="The packaged model (the 2026-11-28 run: the 0.5B one)."
+        DEFAULT_PACKAGED, "--model", help="The packaged model (the 2026-11-28 run: the 0.5B one)."
     ),
     output: Path = typer.Option(ROOT / "benchmarks" / "results" / "overlaps.json", "--output", "-o"),
 ) -> None:

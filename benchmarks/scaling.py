@@ -32,13 +32,14 @@ from results_io import write_results
 from spacy_recot.annotate import annotate
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import read_examples
+from spacy_recot.packaged import FAST_PACKAGED
 
 app = typer.Typer(add_completion=False)
 
 
 # The model these figures were taken with (and the one the vLLM server serves):
 # the default settings on the packaged 0.5B model.
-FAST_MODEL = {"@misc": "spacy_recot.PackagedCausal.v3", "name": "qwen2.5-coder-0.5b-instruct"}
+FAST_MODEL = {"@misc": "spacy_recot.PackagedCausal.v3", "name": FAST_PACKAGED}
 
 
 def default_nlp(labels: List[str], model: Dict[str, Any] = None):
@@ -115,7 +116,7 @@ def bench_server(texts: List[str], labels: List[str], runs: int, tmp: Path) -> D
     from spacy_recot.packaged import materialize
     from spacy_recot.server import local_vllm
 
-    model_dir = materialize("qwen2.5-coder-0.5b-instruct")
+    model_dir = materialize(FAST_PACKAGED)
     times: Dict[str, List[float]] = {"in-process default": [], "vLLM server": []}
     answers: Dict[str, List[Any]] = {}
     start = time.perf_counter()

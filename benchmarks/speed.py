@@ -43,7 +43,7 @@ from results_io import write_results
 
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import read_examples
-from spacy_recot.packaged import DEFAULT_PACKAGED
+from spacy_recot.packaged import DEFAULT_PACKAGED, FAST_PACKAGED
 
 Ents = List[Tuple[int, int, str]]
 PLAIN = "plain loop (float32, batch 1, no grammar)"
@@ -389,7 +389,7 @@ def main(
         256, "--max-new-tokens", help="Causal token limit (the default configuration's)"
     ),
     paths: str = typer.Option("causal,seq2seq", "--paths"),
-    causal_model: str = typer.Option("qwen2.5-coder-0.5b-instruct", "--causal-model", help="Packaged model name"),
+    causal_model: str = typer.Option(FAST_PACKAGED, "--causal-model", help="Packaged model name"),
     default_model: str = typer.Option(DEFAULT_PACKAGED, "--default-model", help="The default's packaged model"),
     output: Path = typer.Option(Path("benchmarks/results/speed.json"), "--output", "-o"),
 ) -> None:

