@@ -25,6 +25,8 @@ Each timing is the median of --runs runs, the variants interleaved so that
 drift hits them alike; ratios are to the plain loop of the same run. Writes JSON.
 
     OMP_NUM_THREADS=1 python benchmarks/speed.py corpus/gner --output benchmarks/results/speed.json
+    OMP_NUM_THREADS=1 python benchmarks/speed.py corpus/gner --paths causal --only-default \
+        --causal-model qwen2.5-coder-1.5b-instruct --runs 1 -o benchmarks/results/speed_1.5b_no_amx.json
 """
 
 import copy
@@ -49,6 +51,7 @@ Ents = List[Tuple[int, int, str]]
 PLAIN = "plain loop (float32, batch 1, no grammar)"
 DEFAULT = "default (dtype auto: bfloat16 here; batch 16, grammar, shared prefix)"
 DEFAULT_MODEL = "default settings and default model (qwen2.5-coder-1.5b)"
+NO_GUESSES = "default without guessed tokens (draft_tokens 0)"
 RAW_GNER = Path(__file__).resolve().parents[2] / "shared" / "data" / "gner"
 PLAIN_SEQ2SEQ = "plain loop (float32 generate, batch 1)"
 
@@ -99,7 +102,14 @@ def causal_floor(model: Any, tokenizer: Any, texts: List[str], batch: int = 16) 
 
 
 def measure_causal(
-    data: Path, set_name: str, n: int, runs: int, max_new_tokens: int, model_name: str, default_model: str
+    data: Path,
+    set_name: str,
+    n: int,
+    runs: int,
+    max_new_tokens: int,
+    model_name: str,
+    default_model: str,
+    only_default: bool = False,
 ) -> Dict[str, Any]:
     path = data / set_name / "test.spacy"
     labels = read_labels(path)
@@ -111,12 +121,15 @@ def measure_causal(
             "batch_size": 8,
         },
         DEFAULT: {},
+        NO_GUESSES: {"model": {"draft_tokens": 0}},
     }
+    if only_default:  # the plain loop against the default alone (a bigger model's long plain loop)
+        configs = {k: v for k, v in configs.items() if k in (DEFAULT, NO_GUESSES)}
     reference = causal_pipeline(labels, max_new_tokens, model_name, model={"dtype": "float32", "constrained": False})
     pipelines = {
         name: causal_pipeline(labels, max_new_tokens, model_name, **copy.deepcopy(c)) for name, c in configs.items()
     }
-    if default_model != model_name:
+    if default_model != model_name and not only_default:
         pipelines[DEFAULT_MODEL] = causal_pipeline(labels, max_new_tokens, default_model)
     ref_pipe = reference.get_pipe("recot_ner")
     bf16 = pipelines[DEFAULT].get_pipe("recot_ner").model
@@ -130,7 +143,12 @@ def measure_causal(
         plain = plain_causal_loop(reference, docs, max_new_tokens)
         timings.setdefault(PLAIN, []).append(time.perf_counter() - start)
         full = [ref_pipe.model.chat(request.prompt) + answer for pairs in plain for request, answer in pairs]
-        for name, backend in (("floor float32 (teacher-forced, batch 16)", ref_pipe.model), ("floor bfloat16", bf16)):
+        floors = (
+            []
+            if only_default
+            else [("floor float32 (teacher-forced, batch 16)", ref_pipe.model), ("floor bfloat16", bf16)]
+        )
+        for name, backend in floors:
             start = time.perf_counter()
             causal_floor(backend.model, backend.tokenizer, full)
             timings.setdefault(name, []).append(time.perf_counter() - start)
@@ -148,7 +166,7 @@ def measure_causal(
         ref_pipe.set_annotations(doc, pairs)
         plain_ents.append(ents_of(doc))
     plain_seconds = statistics.median(timings[PLAIN])
-    float32_grammar = outputs["float32, batch 8, grammar, no prefix cache (0.1's settings)"]
+    float32_grammar = outputs.get("float32, batch 8, grammar, no prefix cache (0.1's settings)")
     variants = {}
     for name, ts in timings.items():
         median = statistics.median(ts)
@@ -160,10 +178,11 @@ def measure_causal(
         }
         if name in outputs and name != DEFAULT_MODEL:  # another model's answers are not comparable
             entry["same_entities_as_plain_loop"] = sum(a == b for a, b in zip(outputs[name], plain_ents))
-            entry["same_entities_as_float32_grammar"] = sum(a == b for a, b in zip(outputs[name], float32_grammar))
+            if float32_grammar is not None:
+                entry["same_entities_as_float32_grammar"] = sum(a == b for a, b in zip(outputs[name], float32_grammar))
         variants[name] = entry
         typer.echo(f"causal  {name:<45} {median / len(golds):6.2f} s/sentence  x{plain_seconds / median:5.1f}")
-    if DEFAULT_MODEL in variants:
+    if DEFAULT_MODEL in variants and DEFAULT in variants:
         variants[DEFAULT_MODEL]["time_vs_default_settings_on_causal_model"] = (
             variants[DEFAULT_MODEL]["median_seconds"] / variants[DEFAULT]["median_seconds"]
         )
@@ -391,6 +410,9 @@ def main(
     paths: str = typer.Option("causal,seq2seq", "--paths"),
     causal_model: str = typer.Option(FAST_PACKAGED, "--causal-model", help="Packaged model name"),
     default_model: str = typer.Option(DEFAULT_PACKAGED, "--default-model", help="The default's packaged model"),
+    only_default: bool = typer.Option(
+        False, "--only-default", help="Causal: the plain loop and the default only (no floors, no other settings)"
+    ),
     output: Path = typer.Option(Path("benchmarks/results/speed.json"), "--output", "-o"),
 ) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -407,7 +429,9 @@ def main(
     if "seq2seq" in paths:
         results["seq2seq"] = measure_seq2seq(data, seq2seq_set, n, runs)
     if "causal" in paths:
-        results["causal"] = measure_causal(data, causal_set, n, runs, max_new_tokens, causal_model, default_model)
+        results["causal"] = measure_causal(
+            data, causal_set, n, runs, max_new_tokens, causal_model, default_model, only_default
+        )
     write_results(output, results)
 
 

@@ -21,7 +21,14 @@ import srsly
 from spacy.util import registry
 from tqdm import tqdm
 
-from .backends import HFCausalBackend, ModelLoadError, _warn_v1_generation, merge_generation, save_dequantized
+from .backends import (
+    DEFAULT_DRAFT_TOKENS,
+    HFCausalBackend,
+    ModelLoadError,
+    _warn_v1_generation,
+    merge_generation,
+    save_dequantized,
+)
 
 CACHE_ENV = "SPACY_RECOT_CACHE"
 # What a user runs to get everything the default configuration needs.
@@ -283,6 +290,7 @@ def make_packaged_causal_v2(
     constrained: bool = True,
     max_entity_words: int = 12,
     reuse_prefix: bool = True,
+    draft_tokens: int = DEFAULT_DRAFT_TOKENS,
     generation: Dict[str, Any] = {},
 ) -> PackagedCausalBackend:
     """A real instruction model that ships in pip packages, run offline
@@ -298,6 +306,7 @@ def make_packaged_causal_v2(
         constrained=constrained,
         max_entity_words=max_entity_words,
         reuse_prefix=reuse_prefix,
+        draft_tokens=draft_tokens,
         generation=generation,
     )
 
@@ -314,6 +323,7 @@ def make_packaged_causal_v3(
     constrained: bool = True,
     max_entity_words: int = 12,
     reuse_prefix: bool = True,
+    draft_tokens: int = DEFAULT_DRAFT_TOKENS,
     generation: Dict[str, Any] = {},
 ) -> PackagedCausalBackend:
     """A real instruction model that ships in pip packages, run offline.
@@ -335,5 +345,6 @@ def make_packaged_causal_v3(
         constrained=constrained,
         max_entity_words=max_entity_words,
         reuse_prefix=reuse_prefix,
+        draft_tokens=draft_tokens,
         generation=merge_generation({"do_sample": False}, generation, max_new_tokens),
     )

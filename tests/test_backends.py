@@ -137,3 +137,69 @@ def test_answers_stop_at_their_cap_unless_they_think(tiny_qwen3_dir, trained_qwe
         answers = thinker(reqs)
         assert all(a.startswith("<think>") for a in answers)
         assert thinker.stats["generated_tokens"] > 18 * len(reqs)
+
+
+def test_lookup_draft_continues_the_latest_earlier_occurrence():
+    from spacy_recot.backends import lookup_draft
+
+    context = [5, 1, 2, 3, 9, 1, 2, 3, 7, 8, 4, 1, 2, 3]
+    # The last 3 tokens (1 2 3) occurred last at 5..7, followed by 7 8 4 1.
+    assert lookup_draft(context, 4) == [7, 8, 4, 1]
+    assert lookup_draft(context, 1) == [7]
+    # No 3- or 2-gram match: the last token alone.
+    assert lookup_draft([4, 6, 9, 6], 2) == [9, 6]
+    assert lookup_draft([1, 2, 3], 5) == []
+    assert lookup_draft([], 5) == [] and lookup_draft([1], 5) == []
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+@pytest.mark.parametrize("draft_tokens", [2, 16, 64])
+def test_guessed_tokens_change_no_answer(tiny_qwen3_dir, trained_qwen3_dir, constrained, draft_tokens):
+    """Prompt-lookup guesses checked in the same forward pass give the greedy
+    answers and token scores of the loop without them (float32), whether few
+    or many rows share the guesses."""
+    sentences = [words for words, _ in TRAIN_SENTENCES] + ["Paris Hilton visited Paris .".split()]
+    reqs = reasoning_requests(sentences)
+    for path in (tiny_qwen3_dir, trained_qwen3_dir):
+        settings = {"dtype": "float32", "constrained": constrained, "max_new_tokens": 80}
+        plain = make_hf_causal_v2(str(path), draft_tokens=0, **settings)
+        guessing = make_hf_causal_v2(str(path), draft_tokens=draft_tokens, **settings)
+        expected, got = plain(reqs), guessing(reqs)
+        assert got == expected
+        for a, b in zip(got, expected):
+            assert [s[:2] for s in a.token_scores] == [s[:2] for s in b.token_scores]
+            assert all(abs(x[2] - y[2]) < 1e-4 for x, y in zip(a.token_scores, b.token_scores))
+        assert guessing.stats["generated_tokens"] == plain.stats["generated_tokens"]
+        assert plain.stats["draft_tokens"] == 0
+        # (With 2, rows guess only once few are left, which may not happen.)
+        if draft_tokens >= len(reqs):
+            assert guessing.stats["draft_tokens"] > 0
+        if path == trained_qwen3_dir and draft_tokens >= len(reqs):
+            # The trained model copies words and JSON from its prompt: guesses are kept.
+            assert guessing.stats["draft_tokens_kept"] > 0
+
+
+@pytest.mark.parametrize("reuse_prefix", [False, True])
+def test_a_pass_per_prompt_changes_no_answer(trained_qwen3_dir, reuse_prefix):
+    """On a CPU, prompts of unequal length get a pass each instead of one padded
+    pass (their caches then laid side by side): the same answers and scores (float32)."""
+    sentences = [words for words, _ in TRAIN_SENTENCES] + ["Paris Hilton visited Paris .".split(), ["Paris"]]
+    reqs = reasoning_requests(sentences)
+    settings = {"dtype": "float32", "constrained": True, "max_new_tokens": 80, "reuse_prefix": reuse_prefix}
+    padded, packed = (
+        make_hf_causal_v2(str(trained_qwen3_dir), **settings),
+        make_hf_causal_v2(str(trained_qwen3_dir), **settings),
+    )
+    padded.PASS_COST, packed.PASS_COST = 10**9, 0
+    expected, got = padded(reqs), packed(reqs)
+    assert packed.stats["padding_tokens_skipped"] > 0 and padded.stats["padding_tokens_skipped"] == 0
+    assert got == expected
+    for a, b in zip(got, expected):
+        assert [s[:2] for s in a.token_scores] == [s[:2] for s in b.token_scores]
+        assert all(abs(x[2] - y[2]) < 1e-4 for x, y in zip(a.token_scores, b.token_scores))
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True])
+def test_draft_tokens_must_be_a_count(bad):
+    with pytest.raises(ValueError, match="model.draft_tokens must be a non-negative integer"):
+        make_hf_causal_v2("/nowhere", draft_tokens=bad)

@@ -142,3 +142,59 @@ def test_grammar_accepts_exactly_the_valid_answers(bpe_tokenizer, mode, answer, 
     matcher = xgrammar.GrammarMatcher(constraint.compiler.compile_grammar(constraint.grammar(request)))
     accepted = matcher.accept_string(answer) and matcher.is_completed()
     assert accepted == ok
+
+
+def test_entity_rules_have_the_language_of_the_candidate_enum(bpe_tokenizer):
+    """The grammar writes the entity strings as a walk along the words (fast to
+    compile); its language is the enum of `candidate_entities`: the same token
+    masks at every step of random walks, and the same verdict on every string."""
+    import random
+
+    import torch
+    import xgrammar
+
+    from spacy_recot.chunks import Request
+    from spacy_recot.constraints import EntityConstraint
+
+    # ASCII only: the session tokenizer cannot write every letter (é was checked with Qwen's).
+    text = 'He said "Hi \\ there" to  Dr. Who , nee U , then left .'
+    words = text.split()
+    offsets, pos = [], 0
+    for word in words:
+        pos = text.index(word, pos)
+        offsets.append((pos, pos + len(word)))
+        pos += len(word)
+    chunk = Chunk(text=text, words=words, offsets=offsets)
+    constraint = EntityConstraint(bpe_tokenizer, vocab_size=len(bpe_tokenizer), max_entity_words=4, thinking="off")
+    request = Request("x", chunk, labels=["person", "location"])
+    enum = xgrammar.Grammar.from_json_schema(
+        json.dumps(answer_schema(request.labels, candidate_entities(chunk, 4))),
+        any_whitespace=True,
+        max_whitespace_cnt=12,
+        any_order=True,
+    )
+    compiled = [constraint.compiler.compile_grammar(g) for g in (enum, constraint.grammar(request))]
+    candidates = candidate_entities(chunk, 4)
+    ngrams = {chunk.slice_text(i, j) for i in range(len(words)) for j in range(i + 1, len(words) + 1)}
+    for string in sorted(ngrams) + ["Dr. Who ,", "he said", ""]:
+        answer = json.dumps({"entities": {"person": [string]}}, ensure_ascii=False)
+        verdicts = []
+        for c in compiled:
+            matcher = xgrammar.GrammarMatcher(c)
+            verdicts.append(matcher.accept_string(answer) and matcher.is_completed())
+        assert verdicts == [string in candidates] * 2, string
+    rng = random.Random(0)
+    vocab = len(bpe_tokenizer)
+    bits = torch.arange(32, dtype=torch.int32)
+    for _ in range(20):
+        matchers = [xgrammar.GrammarMatcher(c) for c in compiled]
+        masks = [xgrammar.allocate_token_bitmask(1, vocab) for _ in compiled]
+        for _ in range(80):
+            for m, b in zip(matchers, masks):
+                m.fill_next_token_bitmask(b)
+            assert torch.equal(masks[0], masks[1])
+            allowed = ((masks[0][0].unsqueeze(-1) >> bits) & 1).bool().reshape(-1)[:vocab].nonzero().squeeze(1)
+            token = allowed[rng.randrange(len(allowed))].item()
+            assert all(m.accept_token(token) for m in matchers)
+            if matchers[0].is_terminated():
+                break
