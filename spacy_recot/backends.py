@@ -864,6 +864,7 @@ class HFCausalBackend(HFBackend):
         rows: long when few answers are left (a lone row reads all the weights
         for one token), short or none in a full batch."""
         import torch
+        from transformers.cache_utils import DynamicLayer
 
         model, device = self.model, self.model.device
         ids, mask, cache = enc["input_ids"], enc["attention_mask"], enc.get("past_key_values")
@@ -918,6 +919,9 @@ class HFCausalBackend(HFBackend):
 
         with torch.inference_mode():
             cache, last = self._prefill(forward, ids, mask, positions, cache, done_before)
+            # Masked-out guesses are harmless only in a full-attention cache (a
+            # sliding window or a recurrent state would keep them).
+            can_guess = all(type(layer) is DynamicLayer for layer in cache.layers)
             next_position = positions[:, -1] + 1
             # The first token of each answer, chosen from the prompt pass.
             bitmask = None
@@ -942,7 +946,7 @@ class HFCausalBackend(HFBackend):
                     cache.batch_select_indices(index)
                     mask, next_position = mask[index], next_position[index]
                     active = [active[b] for b in keep]
-                n_draft = min(self.MAX_DRAFT, self.draft_tokens // len(active))
+                n_draft = min(self.MAX_DRAFT, self.draft_tokens // len(active)) if can_guess else 0
                 drafts = [lookup_draft(contexts[r], n_draft) if n_draft else [] for r in active]
                 # A guess ends before an end token: the grammar is never ended by a guess.
                 drafts = [d[: next((i for i, t in enumerate(d) if t in stop), len(d))] for d in drafts]
@@ -958,6 +962,8 @@ class HFCausalBackend(HFBackend):
                             if j == len(drafts[b]) or not matchers[r].accept_token(drafts[b][j]):
                                 break
                             accepted += 1
+                            if matchers[r].is_terminated():  # (an end token of the grammar's own)
+                                break
                         drafts[b] = drafts[b][:accepted]
                 width = 1 + max(len(d) for d in drafts)
                 feed = [[p] + d + [p] * (width - 1 - len(d)) for p, d in zip(pending, drafts)]
@@ -1009,8 +1015,8 @@ class HFCausalBackend(HFBackend):
                 # The guesses not kept stay in the cache, masked out; columns no row uses are cut.
                 fed = torch.tensor([[1] * u + [0] * (width - u) for u in used], device=device)
                 mask[:, -width:] = fed.to(mask.dtype)
-                unused = width - max(used)
-                if unused:
+                unused = width - max((used[b] for b in keep), default=width)
+                if unused and keep:
                     cache.crop(-unused)
                     mask = mask[:, :-unused]
                 next_position = next_position + torch.tensor(used, device=device)
@@ -1057,7 +1063,14 @@ class HFCausalBackend(HFBackend):
                 past_key_values=past,
             )
             if not all(type(layer) is DynamicLayer for layer in row_cache.layers):
-                raise RuntimeError(f"{type(self.model).__name__} made a cache spacy-recot cannot batch")
+                # A sliding window or a recurrent state: its caches cannot be laid side by side.
+                return forward(
+                    1,
+                    input_ids=ids[:, done:],
+                    attention_mask=mask,
+                    position_ids=positions[:, done:],
+                    past_key_values=cache,
+                )
             caches.append(row_cache)
             lasts.append(last)
         self.stats["padding_tokens_skipped"] += padding

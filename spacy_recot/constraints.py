@@ -74,7 +74,8 @@ _ENTITY_SENTINEL = "SPACY_RECOT_ENTITY"
 
 def _ebnf_literal(text: str) -> str:
     """`text` JSON-encoded (without quotes), as an EBNF string literal."""
-    encoded = json.dumps(text, ensure_ascii=False)[1:-1]
+    # (DEL escaped as xgrammar's enum writes it.)
+    encoded = json.dumps(text, ensure_ascii=False)[1:-1].replace("\x7f", "\\u007f")
     return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -203,3 +203,25 @@ def test_a_pass_per_prompt_changes_no_answer(trained_qwen3_dir, reuse_prefix):
 def test_draft_tokens_must_be_a_count(bad):
     with pytest.raises(ValueError, match="model.draft_tokens must be a non-negative integer"):
         make_hf_causal_v2("/nowhere", draft_tokens=bad)
+
+
+def test_a_sliding_window_model_decodes_without_guesses(tmp_path, tiny_qwen3_dir):
+    """Masked-out guesses and per-prompt caches laid side by side need a
+    full-attention cache: with a sliding window the loop falls back to plain
+    steps and one padded prompt pass, and gives the answers of generate."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3_dir)
+    model.config.use_sliding_window = True
+    model.config.sliding_window = 8
+    model.config.layer_types = ["sliding_attention"] * model.config.num_hidden_layers
+    model.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_qwen3_dir).save_pretrained(tmp_path)
+    sentences = [words for words, _ in TRAIN_SENTENCES] + [["Paris"]]
+    reqs = reasoning_requests(sentences)
+    settings = {"dtype": "float32", "constrained": True, "max_new_tokens": 30, "reuse_prefix": False}
+    loop = make_hf_causal_v2(str(tmp_path), **settings)
+    loop.PASS_COST = 0  # a pass per prompt would be chosen, were the cache plain
+    reference = make_hf_causal_v2(str(tmp_path), generation={"num_beams": 1}, **settings)
+    assert loop(reqs) == reference(reqs)
+    assert loop.stats["draft_tokens"] == 0 and loop.stats["padding_tokens_skipped"] == 0
