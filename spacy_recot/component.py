@@ -58,7 +58,7 @@ _PIPELINES: "weakref.WeakKeyDictionary[Any, weakref.ref]" = weakref.WeakKeyDicti
         "batch_size": 16,
         "window_overlap": 8,
         "threshold": 0.0,
-        "overlaps": "longest",
+        "overlaps": "score",
         "alignment_mode": "contract",
         "all_occurrences": False,
         "spans_key": None,
@@ -108,8 +108,9 @@ def make_recot_ner(
     threshold (float): Drop entities whose confidence (`score` in the per-doc
         record, from the model's token probabilities) is below it; entities
         without a score are kept.
-    overlaps (str): Which of overlapping spans `doc.ents` keeps: "longest"
-        (spaCy's `filter_spans`) or "score" (the most confident, then the longest).
+    overlaps (str): Which of overlapping spans `doc.ents` keeps: "score" (the
+        most confident, then the longest; the default, chosen by measurement:
+        docs/evaluation.md) or "longest" (spaCy's `filter_spans`).
     alignment_mode (str): How `doc.char_span` snaps a match that is off the
         token boundaries: "strict", "contract" or "expand".
     all_occurrences (bool): Entity-list output: mark every occurrence of an
@@ -167,7 +168,7 @@ class RecotNER(Pipe):
         batch_size: int = 16,
         window_overlap: int = 8,
         threshold: float = 0.0,
-        overlaps: str = "longest",
+        overlaps: str = "score",
         alignment_mode: str = "contract",
         all_occurrences: bool = False,
         spans_key: Optional[str] = None,

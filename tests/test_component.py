@@ -247,8 +247,8 @@ def test_all_occurrences_and_nested_spans(trained_qwen3_dir):
     text = "Paris Hilton visited Paris ."
     once = qwen_nlp(trained_qwen3_dir, spans_key="all")(text)
     assert ents(once) == [("Paris Hilton", "person", 0, 12), ("Paris", "location", 21, 26)]
-    every = qwen_nlp(trained_qwen3_dir, all_occurrences=True, spans_key="all")(text)
-    # "Paris" also occurs inside "Paris Hilton": doc.ents keeps the longer span,
+    every = qwen_nlp(trained_qwen3_dir, all_occurrences=True, spans_key="all", overlaps="longest")(text)
+    # "Paris" also occurs inside "Paris Hilton": doc.ents keeps the longer span (overlaps = "longest"),
     # doc.spans keeps all three, the nested one included.
     assert ents(every) == ents(once)
     assert sorted((s.start_char, s.end_char, s.label_) for s in every.spans["all"]) == [
@@ -339,6 +339,8 @@ def test_entities_get_a_score_from_token_probabilities_and_a_threshold(trained_q
 
 
 def test_overlaps_resolved_by_score_or_length():
+    from spacy.util import filter_spans
+
     from spacy_recot.component import RecotNER
     from spacy_recot.oracle import OracleBackend
 
@@ -349,9 +351,12 @@ def test_overlaps_resolved_by_score_or_length():
     nearby = doc.char_span(34, 40, label="location")
     scores = {(0, len(doc.text), "restaurant name"): 0.3, (15, 21, "cuisine"): 0.9}
     pipe = RecotNER(nlp.vocab, OracleBackend("g.spacy", output_format="entities"), labels=["cuisine"])
-    assert pipe._resolve_overlaps([whole, german, nearby], scores) == [whole]
-    pipe.overlaps = "score"
+    assert pipe.overlaps == "score"  # the default
     # The confident short answers win; an unscored span ranks after scored ones.
     assert pipe._resolve_overlaps([whole, german, nearby], scores) == [german, nearby]
+    # Without scores it is filter_spans: the longest, then the first.
+    assert pipe._resolve_overlaps([german, whole, nearby], {}) == filter_spans([german, whole, nearby]) == [whole]
+    pipe.overlaps = "longest"
+    assert pipe._resolve_overlaps([whole, german, nearby], scores) == [whole]
     with pytest.raises(ValueError, match="overlaps must be one of"):
         spacy.blank("en").add_pipe("recot_ner", config={"labels": ["a"], "overlaps": "first"})
