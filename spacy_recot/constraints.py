@@ -128,7 +128,8 @@ class EntityConstraint:
 
     def grammar(self, request: Request) -> Any:
         """The (uncompiled) grammar of the answers allowed for `request`."""
-        has_entities = bool(candidate_entities(request.chunk, self.max_entity_words))
+        # (Any word with a letter or digit is a candidate of one word.)
+        has_entities = any(has_word_char(word) for word in request.chunk.words)
         schema = answer_schema(request.labels, [_ENTITY_SENTINEL] if has_entities else [])
         answer = self.xgr.Grammar.from_json_schema(
             json.dumps(schema), any_whitespace=True, max_whitespace_cnt=12, any_order=True

@@ -157,14 +157,8 @@ def test_entity_rules_have_the_language_of_the_candidate_enum(bpe_tokenizer):
     from spacy_recot.constraints import EntityConstraint
 
     # ASCII only: the session tokenizer cannot write every letter (é was checked with Qwen's).
-    text = 'He said "Hi \\ there" to  Dr. Who , nee U , then left .'
-    words = text.split()
-    offsets, pos = [], 0
-    for word in words:
-        pos = text.index(word, pos)
-        offsets.append((pos, pos + len(word)))
-        pos += len(word)
-    chunk = Chunk(text=text, words=words, offsets=offsets)
+    chunk = Chunk.from_text('He said "Hi \\ there" to  Dr. Who , nee U , then left .')
+    words = chunk.words
     constraint = EntityConstraint(bpe_tokenizer, vocab_size=len(bpe_tokenizer), max_entity_words=4, thinking="off")
     request = Request("x", chunk, labels=["person", "location"])
     enum = xgrammar.Grammar.from_json_schema(
