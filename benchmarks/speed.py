@@ -43,15 +43,18 @@ import torch
 import typer
 from results_io import write_results
 
+from spacy_recot.backends import cpu_has_fp16
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import read_examples
 from spacy_recot.packaged import DEFAULT_PACKAGED, FAST_PACKAGED
 
 Ents = List[Tuple[int, int, str]]
 PLAIN = "plain loop (float32, batch 1, no grammar)"
-DEFAULT = "default (dtype auto: bfloat16 here; batch 16, grammar, shared prefix)"
+DEFAULT = "default (dtype auto; batch 16, grammar, shared prefix, guessed tokens)"
+BF16 = "default settings in bfloat16 (dtype auto on this CPU until 2026-12-01)"
 DEFAULT_MODEL = "default settings and default model (qwen2.5-coder-1.5b)"
 NO_GUESSES = "default without guessed tokens (draft_tokens 0)"
+FLOOR_DEFAULT = "floor in the default's precision (teacher-forced, batch 16)"
 RAW_GNER = Path(__file__).resolve().parents[2] / "shared" / "data" / "gner"
 PLAIN_SEQ2SEQ = "plain loop (float32 generate, batch 1)"
 
@@ -122,9 +125,10 @@ def measure_causal(
         },
         DEFAULT: {},
         NO_GUESSES: {"model": {"draft_tokens": 0}},
+        BF16: {"model": {"dtype": "bfloat16"}},
     }
     if only_default:  # the plain loop against the default alone (a bigger model's long plain loop)
-        configs = {k: v for k, v in configs.items() if k in (DEFAULT, NO_GUESSES)}
+        configs = {k: v for k, v in configs.items() if k in (DEFAULT, BF16)}
     reference = causal_pipeline(labels, max_new_tokens, model_name, model={"dtype": "float32", "constrained": False})
     pipelines = {
         name: causal_pipeline(labels, max_new_tokens, model_name, **copy.deepcopy(c)) for name, c in configs.items()
@@ -132,7 +136,7 @@ def measure_causal(
     if default_model != model_name and not only_default:
         pipelines[DEFAULT_MODEL] = causal_pipeline(labels, max_new_tokens, default_model)
     ref_pipe = reference.get_pipe("recot_ner")
-    bf16 = pipelines[DEFAULT].get_pipe("recot_ner").model
+    default = pipelines[DEFAULT].get_pipe("recot_ner").model
     timings: Dict[str, List[float]] = {}
     outputs: Dict[str, List[Ents]] = {}
     plain: List[Any] = []
@@ -146,7 +150,7 @@ def measure_causal(
         floors = (
             []
             if only_default
-            else [("floor float32 (teacher-forced, batch 16)", ref_pipe.model), ("floor bfloat16", bf16)]
+            else [("floor float32 (teacher-forced, batch 16)", ref_pipe.model), (FLOOR_DEFAULT, default)]
         )
         for name, backend in floors:
             start = time.perf_counter()
@@ -192,7 +196,8 @@ def measure_causal(
         "set": set_name,
         "sentences": len(golds),
         "prompts": sum(len(pairs) for pairs in plain),
-        "default_backend_stats": dict(bf16.stats),
+        "default_dtype": str(default.model.dtype),
+        "default_backend_stats": dict(default.stats),
         "plain_loop_answer_tokens": [
             len(ref_pipe.model.tokenizer(answer, add_special_tokens=False)["input_ids"])
             for pairs in plain
@@ -419,6 +424,8 @@ def main(
     results: Dict[str, Any] = {
         "machine": platform.platform(),
         "cpu_bf16": torch.cpu._is_avx512_bf16_supported(),
+        "cpu_fp16": cpu_has_fp16(),
+        "cpu_amx": torch.cpu._is_amx_tile_supported(),
         "threads": torch.get_num_threads(),
         "runs": runs,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -22,6 +22,7 @@ import srsly
 from spacy.util import registry
 
 from .chunks import Request
+from .packed_weights import pack_linear_weights
 from .scores import TokenLogprobRecorder, scored_answer
 
 
@@ -231,29 +232,49 @@ def check_dtype(dtype: str) -> None:
         raise ValueError(f"Unknown dtype {dtype!r} (model.dtype): use one of {list(DTYPES)}")
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX):
-    there bfloat16 matrix products are several times faster than float32."""
+def _torch_cpu_probe(name: str) -> bool:
     import torch
 
     # Private probes, so each is guarded: an older or newer torch answers "no".
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    return bool(getattr(torch.cpu, name, lambda: False)())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX):
+    there bfloat16 matrix products are several times faster than float32."""
+    return _torch_cpu_probe("_is_avx512_bf16_supported") or _torch_cpu_probe("_is_amx_tile_supported")
+
+
+def cpu_has_fp16() -> bool:
+    """Whether this CPU has float16 arithmetic (AVX-512 FP16, Sapphire Rapids
+    and later); torch has no probe for it, so Linux's CPU flags are read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return any(line.startswith("flags") and "avx512_fp16" in line.split() for line in f)
+    except OSError:
+        return False
 
 
 def resolve_dtype(dtype: str, device: str, half: str = "float16") -> Any:
     """The torch dtype for a `dtype` setting on `device`.
 
     "auto" picks the fastest precision that keeps answers (measured in
-    docs/speed.md): bfloat16 on a CPU that computes in it natively, float32 on
-    other CPUs (emulated half precision is slower there); on a GPU bfloat16
-    where supported, else `half` (T5 overflows in float16: its backend passes
-    "float32"). Untested here on GPU.
+    docs/speed.md). On a CPU: bfloat16 with AMX (its matrix units); else
+    float16 where the CPU has float16 arithmetic (AVX-512 FP16) and the model
+    survives it (`half` is "float16": T5 overflows, its backend passes
+    "float32"), which is faster than bfloat16 there and closer to float32;
+    else bfloat16 where the CPU computes in it (AVX-512 BF16); else float32
+    (emulated half precision is slower). On a GPU bfloat16 where supported,
+    else `half`. Untested here on GPU and on a CPU with AMX since 2026-12-01.
     """
     import torch
 
     if dtype == "auto":
         if device == "cpu":
+            if _torch_cpu_probe("_is_amx_tile_supported"):
+                return torch.bfloat16
+            if half == "float16" and cpu_has_fp16():
+                return torch.float16
             return torch.bfloat16 if cpu_has_bf16() else torch.float32
         if device.startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else getattr(torch, half)
@@ -326,8 +347,9 @@ class HFBackend(Backend):
     """What the Hugging Face backends share: loading, token counts, saving."""
 
     auto_model: str = ""  # the transformers Auto class that loads the weights
-    # dtype "auto" on a GPU without bfloat16: the half precision the model survives.
-    gpu_half: str = "float16"
+    # The half precision the model survives: dtype "auto" on a GPU without
+    # bfloat16 or on a CPU with float16 arithmetic (see resolve_dtype).
+    half_dtype: str = "float16"
     _transient = ("model", "tokenizer")
 
     def __init__(
@@ -440,11 +462,13 @@ class HFBackend(Backend):
             model = load_pretrained(
                 getattr(transformers, self.auto_model),
                 source,
-                dtype=resolve_dtype(self.dtype_name, device, self.gpu_half),
+                dtype=resolve_dtype(self.dtype_name, device, self.half_dtype),
                 device_map=device,
                 **kwargs,
             )
             model.eval()
+            # Half-precision weights laid out once for the CPU's kernels: the same outputs, faster steps.
+            pack_linear_weights(model)
             self.model = model
             self.__dict__["_fingerprint"] = None
             self._source = (str(source), dict(kwargs))
@@ -483,7 +507,7 @@ class HFSeq2SeqBackend(HFBackend):
 
     auto_model = "AutoModelForSeq2SeqLM"
     output_formats = ("bio",)
-    gpu_half = "float32"  # T5's activations overflow float16
+    half_dtype = "float32"  # T5's activations overflow float16
     # Published seq2seq NER checkpoints (GNER-T5) were trained on GNER's instruction.
     default_prompt = "spacy_recot.GNERPrompt.v1"
 
@@ -893,9 +917,17 @@ class HFCausalBackend(HFBackend):
             """The cache, and the last `keep` positions' logits (or hidden states, with `head`)."""
             if head is None:
                 out = model(**inputs, use_cache=True, logits_to_keep=keep)
-                return out.past_key_values, out.logits[:, -keep:].float()
-            out = head[0](**inputs, use_cache=True)
-            return out.past_key_values, out.last_hidden_state[:, -keep:]
+                cache, result = out.past_key_values, out.logits[:, -keep:].float()
+            else:
+                out = head[0](**inputs, use_cache=True)
+                cache, result = out.past_key_values, out.last_hidden_state[:, -keep:]
+            if not torch.isfinite(result).all():
+                # (An argmax over NaN would write token 0 on and on.)
+                raise FloatingPointError(
+                    f"'{self.name_or_path}' computed non-finite values in {model.dtype} "
+                    "(its activations overflow it): set model.dtype to float32 or bfloat16"
+                )
+            return cache, result
 
         def choose(outputs: Any, bitmask: Any) -> Tuple[List[int], List[float]]:
             """The greedy (grammar-allowed) token and its log-probability at each row of `outputs`."""

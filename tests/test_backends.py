@@ -225,3 +225,40 @@ def test_a_sliding_window_model_decodes_without_guesses(tmp_path, tiny_qwen3_dir
     reference = make_hf_causal_v2(str(tmp_path), generation={"num_beams": 1}, **settings)
     assert loop(reqs) == reference(reqs)
     assert loop.stats["draft_tokens"] == 0 and loop.stats["padding_tokens_skipped"] == 0
+
+
+@pytest.mark.parametrize(
+    "amx, fp16, bf16, half, expected",
+    [
+        (True, True, True, "float16", "bfloat16"),  # AMX's matrix units compute in bfloat16
+        (False, True, True, "float16", "float16"),  # AVX-512 FP16: faster than bfloat16, closer to float32
+        (False, True, True, "float32", "bfloat16"),  # a model that overflows float16 (T5)
+        (False, False, True, "float16", "bfloat16"),
+        (False, False, False, "float16", "float32"),
+    ],
+)
+def test_dtype_auto_on_a_cpu_follows_its_arithmetic(monkeypatch, amx, fp16, bf16, half, expected):
+    """What `dtype = "auto"` picks for each kind of CPU (the CPU's flags are
+    what is replaced here: this machine has one kind)."""
+    import torch
+
+    from spacy_recot import backends
+
+    flags = {"_is_amx_tile_supported": amx, "_is_avx512_bf16_supported": bf16}
+    monkeypatch.setattr(backends, "_torch_cpu_probe", lambda name: flags[name])
+    monkeypatch.setattr(backends, "cpu_has_fp16", lambda: fp16)
+    assert backends.resolve_dtype("auto", "cpu", half) == getattr(torch, expected)
+    assert backends.resolve_dtype("float32", "cpu", half) == torch.float32
+
+
+def test_non_finite_activations_fail_with_the_setting_to_change(tiny_qwen3_dir):
+    """A model whose activations overflow its precision would write token 0 on
+    and on; the greedy loop stops with an error that names the setting."""
+    import torch
+
+    backend = make_hf_causal_v2(str(tiny_qwen3_dir), dtype="float16", max_new_tokens=8)
+    backend.load()
+    with torch.no_grad():
+        backend.model.model.embed_tokens.weight.fill_(float("inf"))
+    with pytest.raises(FloatingPointError, match="model.dtype"):
+        backend(reasoning_requests([TRAIN_SENTENCES[0][0]]))
