@@ -678,6 +678,15 @@ def check_xgrammar() -> None:
 DEFAULT_DRAFT_TOKENS = 16
 
 
+def full_attention(cache: Any) -> bool:
+    """Whether every layer of a transformers cache keeps every position (no
+    sliding window, no recurrent state): only such caches can hold masked-out
+    positions or be laid side by side."""
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
 def lookup_draft(context: Sequence[int], n: int, longest_ngram: int = 3) -> List[int]:
     """Up to `n` tokens guessed to follow `context`: what followed the latest
     earlier occurrence of its last `longest_ngram` tokens (or fewer: down to 1).
@@ -888,7 +897,6 @@ class HFCausalBackend(HFBackend):
         rows: long when few answers are left (a lone row reads all the weights
         for one token), short or none in a full batch."""
         import torch
-        from transformers.cache_utils import DynamicLayer
 
         model, device = self.model, self.model.device
         ids, mask, cache = enc["input_ids"], enc["attention_mask"], enc.get("past_key_values")
@@ -953,7 +961,7 @@ class HFCausalBackend(HFBackend):
             cache, last = self._prefill(forward, ids, mask, positions, cache, done_before)
             # Masked-out guesses are harmless only in a full-attention cache (a
             # sliding window or a recurrent state would keep them).
-            can_guess = all(type(layer) is DynamicLayer for layer in cache.layers)
+            can_guess = full_attention(cache)
             next_position = positions[:, -1] + 1
             # The first token of each answer, chosen from the prompt pass.
             bitmask = None
@@ -1070,16 +1078,20 @@ class HFCausalBackend(HFBackend):
         prompt would, each prompt gets a pass over its own tokens and the
         caches are laid side by side, the padding as zeros (masked, as before)."""
         import torch
-        from transformers.cache_utils import DynamicCache, DynamicLayer
+        from transformers.cache_utils import DynamicCache
 
         lengths = mask[:, done:].sum(-1).tolist()
         rows, width = len(lengths), ids.shape[1] - done
-        plain = cache is None or all(type(layer) is DynamicLayer for layer in cache.layers)
         padding = rows * width - sum(lengths)
-        if self.model.device.type != "cpu" or rows == 1 or not plain or padding <= self.PASS_COST * rows:
+
+        def padded() -> Tuple[Any, Any]:
             return forward(
                 1, input_ids=ids[:, done:], attention_mask=mask, position_ids=positions[:, done:], past_key_values=cache
             )
+
+        plain = cache is None or full_attention(cache)
+        if self.model.device.type != "cpu" or rows == 1 or not plain or padding <= self.PASS_COST * rows:
+            return padded()
         lasts, caches = [], []
         for b, n in enumerate(lengths):
             past = None
@@ -1094,15 +1106,9 @@ class HFCausalBackend(HFBackend):
                 position_ids=positions[b : b + 1, -n:],
                 past_key_values=past,
             )
-            if not all(type(layer) is DynamicLayer for layer in row_cache.layers):
+            if not full_attention(row_cache):
                 # A sliding window or a recurrent state: its caches cannot be laid side by side.
-                return forward(
-                    1,
-                    input_ids=ids[:, done:],
-                    attention_mask=mask,
-                    position_ids=positions[:, done:],
-                    past_key_values=cache,
-                )
+                return padded()
             caches.append(row_cache)
             lasts.append(last)
         self.stats["padding_tokens_skipped"] += padding
