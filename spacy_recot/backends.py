@@ -22,6 +22,7 @@ import srsly
 from spacy.util import registry
 
 from .chunks import Request
+from .gqa_attention import use_gqa_attention
 from .packed_weights import pack_linear_weights
 from .scores import TokenLogprobRecorder, scored_answer
 
@@ -467,8 +468,10 @@ class HFBackend(Backend):
                 **kwargs,
             )
             model.eval()
-            # Half-precision weights laid out once for the CPU's kernels: the same outputs, faster steps.
+            # Half-precision weights laid out once for the CPU's kernels, and grouped-query
+            # attention without a copy of the cache: the same outputs, faster steps.
             pack_linear_weights(model)
+            use_gqa_attention(model)
             self.model = model
             self.__dict__["_fingerprint"] = None
             self._source = (str(source), dict(kwargs))
@@ -921,14 +924,18 @@ class HFCausalBackend(HFBackend):
         # Under a grammar, the output layer is applied to the tokens it allows only.
         head = self._output_head() if matchers else None
 
-        def forward(keep: int, **inputs: Any) -> Tuple[Any, Any]:
-            """The cache, and the last `keep` positions' logits (or hidden states, with `head`)."""
+        def forward(keep: Union[int, List[int]], **inputs: Any) -> Tuple[Any, Any]:
+            """The cache, and the logits (or hidden states, with `head`) of the
+            last `keep` positions, or of the positions listed in `keep`."""
             if head is None:
-                out = model(**inputs, use_cache=True, logits_to_keep=keep)
-                cache, result = out.past_key_values, out.logits[:, -keep:].float()
+                listed = torch.tensor(keep, device=device) if isinstance(keep, list) else keep
+                out = model(**inputs, use_cache=True, logits_to_keep=listed)
+                cache, result = out.past_key_values, out.logits
+                result = (result if isinstance(keep, list) else result[:, -keep:]).float()
             else:
                 out = head[0](**inputs, use_cache=True)
-                cache, result = out.past_key_values, out.last_hidden_state[:, -keep:]
+                hidden = out.last_hidden_state
+                cache, result = out.past_key_values, hidden[:, keep] if isinstance(keep, list) else hidden[:, -keep:]
             if not torch.isfinite(result).all():
                 # (An argmax over NaN would write token 0 on and on.)
                 raise FloatingPointError(
@@ -1065,18 +1072,24 @@ class HFCausalBackend(HFBackend):
 
     # The longest guess fed for one answer in one step.
     MAX_DRAFT = 8
-    # What a pass of its own costs a prompt, in prompt tokens (measured on a CPU: about 90 ms a pass,
+    # What a pass of its own costs, in prompt tokens (measured on a CPU: about 90 ms a pass,
     # 8 ms a token, for the 0.5B model).
     PASS_COST = 12
+    # The most prompt tokens laid end to end in one pass: enough rows for the CPU's matrix
+    # kernels to run at full speed, few enough that the attention over them (whose masked-out
+    # part is computed too) stays small beside the linear layers.
+    PACK_TOKENS = 512
 
     def _prefill(
         self, forward: Callable[..., Tuple[Any, Any]], ids: Any, mask: Any, positions: Any, cache: Any, done: int
     ) -> Tuple[Any, Any]:
         """The prompts' pass after the `done` tokens already in `cache`: the
         cache, and each prompt's last output. One batched pass computes the
-        padding too; on a CPU, when the padding costs more than a pass per
-        prompt would, each prompt gets a pass over its own tokens and the
-        caches are laid side by side, the padding as zeros (masked, as before)."""
+        padding too. On a CPU, when the padding costs more than a pass of its
+        own would, the prompts' own tokens are laid end to end in one row
+        instead (packs of at most PACK_TOKENS), each attending to the shared
+        tokens and to itself only (a 4D mask), and the row's cache is cut back
+        into one row per prompt, the padding as zeros (masked, as before)."""
         import torch
         from transformers.cache_utils import DynamicCache
 
@@ -1085,43 +1098,62 @@ class HFCausalBackend(HFBackend):
         padding = rows * width - sum(lengths)
 
         def padded() -> Tuple[Any, Any]:
+            self.stats["prompt_passes"] += 1
             return forward(
                 1, input_ids=ids[:, done:], attention_mask=mask, position_ids=positions[:, done:], past_key_values=cache
             )
 
-        plain = cache is None or full_attention(cache)
-        if self.model.device.type != "cpu" or rows == 1 or not plain or padding <= self.PASS_COST * rows:
+        model = self.model
+        if (
+            model.device.type != "cpu"
+            or rows == 1
+            or padding <= self.PASS_COST * rows
+            # Models known to take a 4D mask as it is.
+            or model.config.model_type not in self.PLAIN_HEAD_TYPES
+            # A sliding window or a recurrent state: caches cannot be cut into rows.
+            or not full_attention(cache if cache is not None else DynamicCache(config=model.config))
+        ):
             return padded()
-        lasts, caches = [], []
+        packs: List[List[int]] = [[]]
         for b, n in enumerate(lengths):
-            past = None
-            if cache is not None:
-                past = DynamicCache(
-                    ddp_cache_data=[(lay.keys[b : b + 1], lay.values[b : b + 1]) for lay in cache.layers]
-                )
-            row_cache, last = forward(
-                1,
-                input_ids=ids[b : b + 1, -n:],
-                attention_mask=torch.cat([mask[b : b + 1, :done], mask.new_ones((1, n))], dim=1),
-                position_ids=positions[b : b + 1, -n:],
-                past_key_values=past,
+            if packs[-1] and sum(lengths[r] for r in packs[-1]) + n > self.PACK_TOKENS:
+                packs.append([])
+            packs[-1].append(b)
+        # The shared tokens' cache (every row holds the same).
+        shared = [] if cache is None else [(layer.keys[:1], layer.values[:1]) for layer in cache.layers]
+        merged: List[Tuple[Any, Any]] = []
+        lasts: List[Any] = [None] * rows
+        self.stats["prompt_passes"] += len(packs)
+        for pack in packs:
+            starts = [sum(lengths[r] for r in pack[:j]) for j in range(len(pack))]
+            total = starts[-1] + lengths[pack[-1]]
+            attend = torch.zeros((1, 1, total, done + total), dtype=torch.bool, device=model.device)
+            attend[..., :done] = True
+            for b, start in zip(pack, starts):
+                n = lengths[b]
+                attend[0, 0, start : start + n, done + start : done + start + n] = torch.ones(
+                    (n, n), dtype=torch.bool, device=model.device
+                ).tril()
+            row_cache, out = forward(
+                [start + lengths[b] - 1 for b, start in zip(pack, starts)],
+                input_ids=torch.cat([ids[b, -lengths[b] :] for b in pack])[None],
+                attention_mask=attend,
+                position_ids=torch.cat([positions[b, -lengths[b] :] for b in pack])[None],
+                past_key_values=DynamicCache(ddp_cache_data=shared) if shared else None,
             )
-            if not full_attention(row_cache):
-                # A sliding window or a recurrent state: its caches cannot be laid side by side.
-                return padded()
-            caches.append(row_cache)
-            lasts.append(last)
+            if not merged:
+                for layer in row_cache.layers:
+                    shape = (rows, layer.keys.shape[1], done + width, layer.keys.shape[3])
+                    keys, values = layer.keys.new_zeros(shape), layer.values.new_zeros(shape)
+                    keys[:, :, :done], values[:, :, :done] = layer.keys[:, :, :done], layer.values[:, :, :done]
+                    merged.append((keys, values))
+            for j, (b, start) in enumerate(zip(pack, starts)):
+                n = lengths[b]
+                for (keys, values), layer in zip(merged, row_cache.layers):
+                    keys[b, :, done + width - n :] = layer.keys[0, :, done + start : done + start + n]
+                    values[b, :, done + width - n :] = layer.values[0, :, done + start : done + start + n]
+                lasts[b] = out[:, j : j + 1]
         self.stats["padding_tokens_skipped"] += padding
-        merged = []
-        for i, first in enumerate(caches[0].layers):
-            shape = (rows, first.keys.shape[1], done + width, first.keys.shape[3])
-            keys, values = first.keys.new_zeros(shape), first.values.new_zeros(shape)
-            for b, (n, row_cache) in enumerate(zip(lengths, caches)):
-                layer = row_cache.layers[i]
-                keys[b, :, :done], values[b, :, :done] = layer.keys[0, :, :done], layer.values[0, :, :done]
-                keys[b, :, done + width - n :] = layer.keys[0, :, done:]
-                values[b, :, done + width - n :] = layer.values[0, :, done:]
-            merged.append((keys, values))
         return DynamicCache(ddp_cache_data=merged), torch.cat(lasts)
 
     # Architectures whose logits are exactly `lm_head(model(...).last_hidden_state)`.
@@ -1220,7 +1252,10 @@ class HFCausalBackend(HFBackend):
             return []
         prefix = ids[0][:n]
         with torch.inference_mode():
-            out = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True)
+            # (Only the cache is used: logits for one position, not for all.)
+            out = self.model(
+                input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True, logits_to_keep=1
+            )
         self._prefix = (tuple(prefix), out.past_key_values)
         return prefix
 

@@ -179,10 +179,11 @@ def test_guessed_tokens_change_no_answer(tiny_qwen3_dir, trained_qwen3_dir, cons
             assert guessing.stats["draft_tokens_kept"] > 0
 
 
-@pytest.mark.parametrize("reuse_prefix", [False, True])
-def test_a_pass_per_prompt_changes_no_answer(trained_qwen3_dir, reuse_prefix):
-    """On a CPU, prompts of unequal length get a pass each instead of one padded
-    pass (their caches then laid side by side): the same answers and scores (float32)."""
+@pytest.mark.parametrize("reuse_prefix,pack_tokens", [(False, 10**6), (True, 10**6), (True, 40), (False, 1)])
+def test_prompts_laid_end_to_end_change_no_answer(trained_qwen3_dir, reuse_prefix, pack_tokens):
+    """On a CPU, prompts of unequal length are laid end to end in one pass (or
+    packs of at most `pack_tokens`; 1: a pass each) instead of one padded pass,
+    their caches then cut into rows: the same answers and scores (float32)."""
     sentences = [words for words, _ in TRAIN_SENTENCES] + ["Paris Hilton visited Paris .".split(), ["Paris"]]
     reqs = reasoning_requests(sentences)
     settings = {"dtype": "float32", "constrained": True, "max_new_tokens": 80, "reuse_prefix": reuse_prefix}
@@ -190,9 +191,12 @@ def test_a_pass_per_prompt_changes_no_answer(trained_qwen3_dir, reuse_prefix):
         make_hf_causal_v2(str(trained_qwen3_dir), **settings),
         make_hf_causal_v2(str(trained_qwen3_dir), **settings),
     )
-    padded.PASS_COST, packed.PASS_COST = 10**9, 0
+    padded.PASS_COST, packed.PASS_COST, packed.PACK_TOKENS = 10**9, 0, pack_tokens
     expected, got = padded(reqs), packed(reqs)
     assert packed.stats["padding_tokens_skipped"] > 0 and padded.stats["padding_tokens_skipped"] == 0
+    assert padded.stats["prompt_passes"] == 1
+    passes = packed.stats["prompt_passes"]
+    assert passes == 1 if pack_tokens == 10**6 else passes == len(reqs) if pack_tokens == 1 else 1 < passes < len(reqs)
     assert got == expected
     for a, b in zip(got, expected):
         assert [s[:2] for s in a.token_scores] == [s[:2] for s in b.token_scores]
