@@ -740,6 +740,30 @@ class AnswerCap:
         return torch.tensor([self.reached(r, ids) for r, ids in enumerate(rows)], device=input_ids.device)
 
 
+def overflow_error(name_or_path: str, dtype: Any) -> FloatingPointError:
+    """The error for a model whose activations overflowed its precision."""
+    return FloatingPointError(
+        f"'{name_or_path}' computed non-finite values in {dtype} "
+        "(its activations overflow it): set model.dtype to float32 or bfloat16"
+    )
+
+
+class OverflowCheck:
+    """A logits processor, placed before any of ours, that stops `generate` with
+    `overflow_error` on NaN or +inf scores (-inf is how processors forbid a
+    token), as the greedy loop does on any non-finite output."""
+
+    def __init__(self, name_or_path: str, dtype: Any):
+        self.name_or_path, self.dtype = name_or_path, dtype
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if torch.isnan(scores).any() or torch.isposinf(scores).any():
+            raise overflow_error(self.name_or_path, self.dtype)
+        return scores
+
+
 class HFCausalBackend(HFBackend):
     """A Hugging Face causal chat model (Qwen3, Qwen2.5, SmolLM2, ...) run with `generate`.
 
@@ -840,7 +864,9 @@ class HFCausalBackend(HFBackend):
         if rows == 1 and any(c is not None for c in cap.caps):
             cap.prompt_length = enc["input_ids"].shape[1]
             kwargs["stopping_criteria"] = list(kwargs.get("stopping_criteria") or []) + [cap]
-        processors = LogitsProcessorList(kwargs.get("logits_processor") or [])
+        processors = LogitsProcessorList(
+            [OverflowCheck(self.name_or_path, self.model.dtype), *(kwargs.get("logits_processor") or [])]
+        )
         if self.constrained:
             processors.append(self.constraint.processor(requests, rows_per_request=rows))
         # Last, so it sees what the grammar left; beams reorder rows, so only without them.
@@ -938,10 +964,7 @@ class HFCausalBackend(HFBackend):
                 cache, result = out.past_key_values, hidden[:, keep] if isinstance(keep, list) else hidden[:, -keep:]
             if not torch.isfinite(result).all():
                 # (An argmax over NaN would write token 0 on and on.)
-                raise FloatingPointError(
-                    f"'{self.name_or_path}' computed non-finite values in {model.dtype} "
-                    "(its activations overflow it): set model.dtype to float32 or bfloat16"
-                )
+                raise overflow_error(self.name_or_path, model.dtype)
             return cache, result
 
         def choose(outputs: Any, bitmask: Any) -> Tuple[List[int], List[float]]:

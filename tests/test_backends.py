@@ -255,12 +255,14 @@ def test_dtype_auto_on_a_cpu_follows_its_arithmetic(monkeypatch, amx, fp16, bf16
     assert backends.resolve_dtype("float32", "cpu", half) == torch.float32
 
 
-def test_non_finite_activations_fail_with_the_setting_to_change(tiny_qwen3_dir):
+@pytest.mark.parametrize("generation", [None, {"num_beams": 2}, {"do_sample": True}])
+def test_non_finite_activations_fail_with_the_setting_to_change(tiny_qwen3_dir, generation):
     """A model whose activations overflow its precision would write token 0 on
-    and on; the greedy loop stops with an error that names the setting."""
+    and on; the greedy loop, and `generate` (beams, sampling), stop with an
+    error that names the setting."""
     import torch
 
-    backend = make_hf_causal_v2(str(tiny_qwen3_dir), dtype="float16", max_new_tokens=8)
+    backend = make_hf_causal_v2(str(tiny_qwen3_dir), dtype="float16", max_new_tokens=8, generation=generation)
     backend.load()
     with torch.no_grad():
         backend.model.model.embed_tokens.weight.fill_(float("inf"))
