@@ -22,6 +22,7 @@ import srsly
 from spacy.util import registry
 
 from .chunks import Request
+from .gqa_attention import NAME as GQA_ATTENTION
 from .gqa_attention import use_gqa_attention
 from .packed_weights import pack_linear_weights
 from .scores import TokenLogprobRecorder, scored_answer
@@ -1131,8 +1132,9 @@ class HFCausalBackend(HFBackend):
             model.device.type != "cpu"
             or rows == 1
             or padding <= self.PASS_COST * rows
-            # Models known to take a 4D mask as it is.
+            # Models and attention known to take a boolean 4D mask as it is.
             or model.config.model_type not in self.PLAIN_HEAD_TYPES
+            or model.config._attn_implementation not in ("sdpa", GQA_ATTENTION)
             # A sliding window or a recurrent state: caches cannot be cut into rows.
             or not full_attention(cache if cache is not None else DynamicCache(config=model.config))
         ):
