@@ -8,6 +8,7 @@ pipeline folder, without touching the network); `load()` reads them from
 """
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -247,9 +248,11 @@ def cpu_has_bf16() -> bool:
     return _torch_cpu_probe("_is_avx512_bf16_supported") or _torch_cpu_probe("_is_amx_tile_supported")
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_has_fp16() -> bool:
     """Whether this CPU has float16 arithmetic (AVX-512 FP16, Sapphire Rapids
-    and later); torch has no probe for it, so Linux's CPU flags are read."""
+    and later); torch has no probe for it, so Linux's CPU flags are read (once
+    a process)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             return any(line.startswith("flags") and "avx512_fp16" in line.split() for line in f)

@@ -73,7 +73,8 @@ def pack_linear_weights(model: Any) -> int:
         probe = layers[0]
         x = torch.randn(3, probe.in_features, dtype=probe.weight.dtype)
         try:
-            packed = torch.ops.mkldnn._linear_pointwise(x, _packed(probe.weight), probe.bias, "none", [], "")
+            probe_weight = _packed(probe.weight)
+            packed = torch.ops.mkldnn._linear_pointwise(x, probe_weight, probe.bias, "none", [], "")
         except (AttributeError, RuntimeError) as err:  # (a torch or oneDNN without them)
             logger.info("oneDNN could not run a packed linear layer (%s): weights left as they are", err)
             return 0
@@ -81,7 +82,8 @@ def pack_linear_weights(model: Any) -> int:
             logger.info("oneDNN's packed linear layer differs from the plain one: weights left as they are")
             return 0
         for layer in layers:
-            layer.weight = torch.nn.Parameter(_packed(layer.weight), requires_grad=False)
+            weight = probe_weight if layer is probe else _packed(layer.weight)
+            layer.weight = torch.nn.Parameter(weight, requires_grad=False)
             layer.forward = MethodType(_packed_forward, layer)
             layer.register_state_dict_post_hook(_dense_state)
     return len(layers)
