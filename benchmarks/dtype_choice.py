@@ -21,7 +21,7 @@ from typing import Dict, List
 import spacy
 import torch
 import typer
-from results_io import write_results
+from results_io import machine, write_results
 
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import read_examples
@@ -67,10 +67,7 @@ def main(
         "sentences": len(texts),
         "runs": runs,
         "threads": torch.get_num_threads(),
-        "cpu": {
-            "avx512_bf16": bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()),
-            "amx_tile": bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()),
-        },
+        **machine(),
         "models": {},
     }
     for name in models:

@@ -32,7 +32,6 @@ drift hits them alike; ratios are to the plain loop of the same run. Writes JSON
 import copy
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -41,9 +40,8 @@ from typing import Any, Dict, List, Tuple
 import spacy
 import torch
 import typer
-from results_io import write_results
+from results_io import machine, write_results
 
-from spacy_recot.backends import cpu_has_fp16
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import read_examples
 from spacy_recot.packaged import DEFAULT_PACKAGED, FAST_PACKAGED
@@ -422,10 +420,7 @@ def main(
 ) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     results: Dict[str, Any] = {
-        "machine": platform.platform(),
-        "cpu_bf16": torch.cpu._is_avx512_bf16_supported(),
-        "cpu_fp16": cpu_has_fp16(),
-        "cpu_amx": torch.cpu._is_amx_tile_supported(),
+        **machine(),
         "threads": torch.get_num_threads(),
         "runs": runs,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -16,7 +16,6 @@ Run one configuration per process: peak memory is the process's.
 """
 
 import json
-import platform
 import resource
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, Dict, List
 import spacy
 import torch
 import typer
-from results_io import write_results
+from results_io import machine, write_results
 
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import evaluate_dataset, read_examples
@@ -52,7 +51,9 @@ def main(
     nlp.initialize()
     load_seconds = time.perf_counter() - start
     results: Dict[str, Any] = {
-        "machine": platform.platform(),
+        **machine(),
+        # The precision the model runs in ("auto" resolves it from the CPU's features).
+        "dtype": str(getattr(getattr(pipe.model, "model", None), "dtype", None)),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "settings": settings,
         "n": n,
