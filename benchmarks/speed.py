@@ -42,6 +42,7 @@ import torch
 import typer
 from results_io import machine, write_results
 
+from spacy_recot.backends import resolve_dtype
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import read_examples
 from spacy_recot.packaged import DEFAULT_PACKAGED, FAST_PACKAGED
@@ -49,7 +50,8 @@ from spacy_recot.packaged import DEFAULT_PACKAGED, FAST_PACKAGED
 Ents = List[Tuple[int, int, str]]
 PLAIN = "plain loop (float32, batch 1, no grammar)"
 DEFAULT = "default (dtype auto; batch 16, grammar, shared prefix, guessed tokens)"
-BF16 = "default settings in bfloat16 (dtype auto on this CPU until 2026-12-01)"
+BF16 = "default settings in bfloat16"
+FP16 = "default settings in float16"
 DEFAULT_MODEL = "default settings and default model (qwen2.5-coder-1.5b)"
 NO_GUESSES = "default without guessed tokens (draft_tokens 0)"
 FLOOR_DEFAULT = "floor in the default's precision (teacher-forced, batch 16)"
@@ -124,9 +126,12 @@ def measure_causal(
         DEFAULT: {},
         NO_GUESSES: {"model": {"draft_tokens": 0}},
         BF16: {"model": {"dtype": "bfloat16"}},
+        FP16: {"model": {"dtype": "float16"}},
     }
+    # The half precision "auto" picks on this CPU is the default itself: not run twice.
+    configs.pop({"torch.bfloat16": BF16, "torch.float16": FP16}.get(str(resolve_dtype("auto", "cpu")), ""), None)
     if only_default:  # the plain loop against the default alone (a bigger model's long plain loop)
-        configs = {k: v for k, v in configs.items() if k in (DEFAULT, BF16)}
+        configs = {k: v for k, v in configs.items() if k in (DEFAULT, BF16, FP16)}
     reference = causal_pipeline(labels, max_new_tokens, model_name, model={"dtype": "float32", "constrained": False})
     pipelines = {
         name: causal_pipeline(labels, max_new_tokens, model_name, **copy.deepcopy(c)) for name, c in configs.items()
