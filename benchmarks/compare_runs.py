@@ -33,14 +33,9 @@ def f1(rows: List[Tuple[int, int, int]]) -> float:
     return 2 * tp / (pred + gold) if pred + gold else 0.0
 
 
-def main(
-    a: Path = typer.Argument(..., help="The reference run (JSON from zero_shot.py)"),
-    b: Path = typer.Argument(..., help="The run compared with it"),
-    data: Path = typer.Option(Path("corpus/gner"), "--data", help="The converted sets both runs used"),
-    samples: int = typer.Option(1000, "--samples"),
-    output: Path = typer.Option(Path("benchmarks/results/compare_runs.json"), "--output", "-o"),
-) -> None:
-    ra, rb = (json.loads(p.read_text(encoding="utf-8")) for p in (a, b))
+def compare(ra: Dict[str, Any], rb: Dict[str, Any], data: Path, samples: int = 1000, seed: int = 0) -> Dict[str, Any]:
+    """Two zero_shot.py results on the same sentences: changed docs, micro F1
+    of each, and a paired bootstrap interval of the difference (b - a)."""
     nlp = spacy.blank("en")
     per_set: Dict[str, Any] = {}
     rows_a: List[Tuple[int, int, int]] = []
@@ -61,19 +56,16 @@ def main(
         rows_a += ca
         rows_b += cb
         per_set[name] = {"docs": n, "changed_docs": changed, "f1_a": f1(ca), "f1_b": f1(cb)}
-        typer.echo(f"{name:<22} changed {changed:>3}/{n}  F1 {f1(ca):.3f} -> {f1(cb):.3f}")
-    rng = random.Random(0)
+    rng = random.Random(seed)
     diffs = []
     for _ in range(samples):
         idx = [rng.randrange(len(rows_a)) for _ in rows_a]
         diffs.append(f1([rows_b[i] for i in idx]) - f1([rows_a[i] for i in idx]))
     diffs.sort()
-    low, high = diffs[int(0.025 * samples)], diffs[int(0.975 * samples) - 1]
+    low, high = (diffs[int(0.025 * samples)], diffs[int(0.975 * samples) - 1]) if diffs else (0.0, 0.0)
     total = sum(v["docs"] for v in per_set.values())
     changed = sum(v["changed_docs"] for v in per_set.values())
-    results = {
-        "a": str(a),
-        "b": str(b),
+    return {
         "docs": total,
         "changed_docs": changed,
         "changed_share": changed / total if total else 0.0,
@@ -83,9 +75,25 @@ def main(
         "bootstrap_95_interval_of_difference": [low, high],
         "sets": per_set,
     }
+
+
+def main(
+    a: Path = typer.Argument(..., help="The reference run (JSON from zero_shot.py)"),
+    b: Path = typer.Argument(..., help="The run compared with it"),
+    data: Path = typer.Option(Path("corpus/gner"), "--data", help="The converted sets both runs used"),
+    samples: int = typer.Option(1000, "--samples"),
+    output: Path = typer.Option(Path("benchmarks/results/compare_runs.json"), "--output", "-o"),
+) -> None:
+    ra, rb = (json.loads(p.read_text(encoding="utf-8")) for p in (a, b))
+    results = {"a": str(a), "b": str(b), **compare(ra, rb, data, samples)}
+    for name, res in results["sets"].items():
+        typer.echo(
+            f"{name:<22} changed {res['changed_docs']:>3}/{res['docs']}  F1 {res['f1_a']:.3f} -> {res['f1_b']:.3f}"
+        )
+    low, high = results["bootstrap_95_interval_of_difference"]
     typer.echo(
-        f"all: changed {changed}/{total}  micro F1 {f1(rows_a):.3f} -> {f1(rows_b):.3f}  "
-        f"difference 95% interval [{low:+.3f}, {high:+.3f}]"
+        f"all: changed {results['changed_docs']}/{results['docs']}  micro F1 {results['micro_f1_a']:.3f} -> "
+        f"{results['micro_f1_b']:.3f}  difference 95% interval [{low:+.3f}, {high:+.3f}]"
     )
     write_results(output, results)
 

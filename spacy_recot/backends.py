@@ -23,15 +23,11 @@ import srsly
 from spacy.util import registry
 
 from .chunks import Request
+from .errors import ModelLoadError
 from .gqa_attention import NAME as GQA_ATTENTION
 from .gqa_attention import use_gqa_attention
 from .packed_weights import pack_linear_weights
 from .scores import TokenLogprobRecorder, scored_answer
-
-
-class ModelLoadError(ValueError):
-    """The model could not be loaded; the message says from where and why."""
-
 
 # What every Hugging Face backend needs installed (pip requirement strings):
 # `spacy package` lists them for a pipeline, and a missing one is named.
@@ -368,8 +364,11 @@ class HFBackend(Backend):
         dtype: str = "auto",
         max_input_tokens: int = 640,
         generation: Optional[Dict[str, Any]] = None,
+        adapter: Optional[str] = None,
     ):
         self.name_or_path = name_or_path
+        # A LoRA adapter merged into the weights at load (spacy_recot.adapters).
+        self.adapter = str(adapter) if adapter else None
         self.revision = revision
         self.device_name = device
         self.dtype_name = dtype
@@ -474,6 +473,11 @@ class HFBackend(Backend):
                 **kwargs,
             )
             model.eval()
+            adapter = self._adapter_folder()
+            if adapter is not None:
+                from .adapters import merge_adapter
+
+                merge_adapter(model, adapter)
             # Half-precision weights laid out once for the CPU's kernels, and grouped-query
             # attention without a copy of the cache: the same outputs, faster steps.
             pack_linear_weights(model)
@@ -481,6 +485,17 @@ class HFBackend(Backend):
             self.model = model
             self.__dict__["_fingerprint"] = None
             self._source = (str(source), dict(kwargs))
+
+    def _adapter_folder(self) -> Optional[Path]:
+        """The adapter to merge into the weights being loaded: the pipeline
+        folder's copy when loaded from one, else `adapter` as configured."""
+        if not self.adapter:
+            return None
+        if "_adapter_dir" in self.__dict__:
+            return self.__dict__["_adapter_dir"]
+        from .adapters import resolve_adapter
+
+        return resolve_adapter(self.adapter)
 
     def count_tokens(self, texts: Sequence[str]) -> List[int]:
         if not texts:
@@ -505,6 +520,8 @@ class HFBackend(Backend):
             self.tokenizer.save_pretrained(path)
 
     def from_disk(self, path: Path) -> None:
+        # The saved weights have the adapter merged in (to_disk saves the model as it runs).
+        self.__dict__["_adapter_dir"] = None
         self._load_from(Path(path), local_files_only=True)
 
 
@@ -1391,6 +1408,45 @@ def make_hf_causal_v2(
     """
     return HFCausalBackend(
         name_or_path,
+        gguf_file=gguf_file,
+        revision=revision,
+        device=device,
+        dtype=dtype,
+        max_input_tokens=max_input_tokens,
+        thinking=thinking,
+        system_prompt=system_prompt,
+        constrained=constrained,
+        max_entity_words=max_entity_words,
+        reuse_prefix=reuse_prefix,
+        draft_tokens=draft_tokens,
+        generation=merge_generation({"do_sample": False}, generation, max_new_tokens),
+    )
+
+
+@registry.misc("spacy_recot.HFCausal.v3")
+def make_hf_causal_v3(
+    name_or_path: str,
+    adapter: Optional[str] = None,
+    gguf_file: Optional[str] = None,
+    revision: Optional[str] = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_input_tokens: int = 4096,
+    max_new_tokens: int = 1024,
+    thinking: Optional[bool] = None,
+    system_prompt: Optional[str] = None,
+    constrained: bool = False,
+    max_entity_words: int = 12,
+    reuse_prefix: bool = True,
+    draft_tokens: int = DEFAULT_DRAFT_TOKENS,
+    generation: Dict[str, Any] = {},
+) -> HFCausalBackend:
+    """`spacy_recot.HFCausal.v2` with an optional LoRA adapter (a peft adapter
+    folder, or the name of one shipped with spacy-recot) merged into the
+    weights at load: as fast as the merged model, a few MB on disk."""
+    return HFCausalBackend(
+        name_or_path,
+        adapter=adapter,
         gguf_file=gguf_file,
         revision=revision,
         device=device,

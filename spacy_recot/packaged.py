@@ -21,6 +21,7 @@ import srsly
 from spacy.util import registry
 from tqdm import tqdm
 
+from .adapters import read_adapter
 from .backends import (
     DEFAULT_DRAFT_TOKENS,
     HFCausalBackend,
@@ -238,8 +239,16 @@ class PackagedCausalBackend(HFCausalBackend):
                 "requirements": list(self.packaged.requirements),
             },
         )
+        adapter = self._adapter_folder()
+        if adapter is not None:
+            # A copy of the adapter, so the pipeline loads wherever the packages are installed.
+            from .adapters import write_adapter
+
+            write_adapter(read_adapter(adapter), path / "adapter", dtype=None)
 
     def from_disk(self, path: Path) -> None:
+        if self.adapter:
+            self.__dict__["_adapter_dir"] = Path(path) / "adapter"
         ref = srsly.read_json(Path(path) / "packaged.json")
         self.packaged = get_packaged_model(ref["name"])
         if ref["sha256"] != self.packaged.sha256:
@@ -337,6 +346,46 @@ def make_packaged_causal_v3(
     """
     return PackagedCausalBackend(
         name,
+        device=device,
+        dtype=dtype,
+        max_input_tokens=max_input_tokens,
+        thinking=thinking,
+        system_prompt=system_prompt,
+        constrained=constrained,
+        max_entity_words=max_entity_words,
+        reuse_prefix=reuse_prefix,
+        draft_tokens=draft_tokens,
+        generation=merge_generation({"do_sample": False}, generation, max_new_tokens),
+    )
+
+
+@registry.misc("spacy_recot.PackagedCausal.v4")
+def make_packaged_causal_v4(
+    name: str = DEFAULT_PACKAGED,
+    adapter: Optional[str] = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_input_tokens: int = 4096,
+    max_new_tokens: int = 256,
+    thinking: Optional[bool] = None,
+    system_prompt: Optional[str] = None,
+    constrained: bool = True,
+    max_entity_words: int = 12,
+    reuse_prefix: bool = True,
+    draft_tokens: int = DEFAULT_DRAFT_TOKENS,
+    generation: Dict[str, Any] = {},
+) -> PackagedCausalBackend:
+    """A real instruction model that ships in pip packages, run offline, with an
+    optional LoRA adapter merged into its weights at load.
+
+    adapter (Optional[str]): A LoRA adapter folder (peft format, e.g.
+        train_sft.py's `adapter/`) or the name of an adapter shipped with
+        spacy-recot; None runs the model as packaged.
+    The other settings are those of `spacy_recot.PackagedCausal.v3`.
+    """
+    return PackagedCausalBackend(
+        name,
+        adapter=adapter,
         device=device,
         dtype=dtype,
         max_input_tokens=max_input_tokens,

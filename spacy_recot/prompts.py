@@ -263,6 +263,15 @@ class ReasoningNERPrompt(Prompt):
         return f"<think>\n{rationale}\n</think>\n{answer}" if rationale else answer
 
 
+# The prompts an entity-list training example can be rendered with, by their
+# short names (the training scripts' --prompt): ReasoningNER's verbatim prompt,
+# or the component's default, so that an adapter trained on it serves the
+# default configuration.
+TRAINING_PROMPTS = {
+    "reasoning": "spacy_recot.ReasoningNERPrompt.v1",
+    "zero-shot-json": "spacy_recot.ZeroShotJSONPrompt.v1",
+}
+
 # The BIO prompts by their short names (the command line's --prompt).
 BIO_PROMPTS = {"recot": "spacy_recot.ReCoTPrompt.v1", "gner": "spacy_recot.GNERPrompt.v1"}
 

@@ -127,18 +127,20 @@ def history_series(log_history: List[Dict[str, Any]], key: str, x: str = "step")
     return [(h[x], h[key]) for h in log_history if key in h and x in h]
 
 
-def save_causal_model(trainer: Any, tokenizer: Any, output_dir: Path, lora: bool) -> None:
+def save_causal_model(trainer: Any, tokenizer: Any, output_dir: Path, lora: bool, merge: bool = True) -> None:
     """Write a folder that `spacy_recot.HFCausal.v2` loads as it is. Every rank
     calls it: `save_model` gathers the weights that DeepSpeed ZeRO-3 spread over
-    the ranks. A LoRA adapter is saved under `adapter/` and, on rank 0, merged
-    into the base weights; the end of turn joins the stop tokens."""
+    the ranks. A LoRA adapter is saved under `adapter/` and, on rank 0 and with
+    `merge`, merged into the base weights (without `merge` the folder holds the
+    adapter and the tokenizer: `spacy_recot.HFCausal.v3`'s `adapter` takes
+    `adapter/`); the end of turn joins the stop tokens."""
     from transformers import GenerationConfig
 
     output_dir = Path(output_dir)
     trainer.save_model(str(output_dir / "adapter" if lora else output_dir))
     if not trainer.is_world_process_zero():
         return
-    if lora:
+    if lora and merge:
         from peft import AutoPeftModelForCausalLM
 
         merged = AutoPeftModelForCausalLM.from_pretrained(str(output_dir / "adapter")).merge_and_unload()

@@ -23,6 +23,7 @@ import importlib.util
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -62,14 +63,15 @@ def read_sample(path: Path, limit: int = 0) -> List[Dict[str, Any]]:
     return rows
 
 
-def prompt_rows(rows: List[Dict[str, Any]], tokenizer: Any, max_prompt_tokens: int) -> tuple:
-    """Conversational prompts (ReasoningNER's prompt as the user turn) with the
-    reward columns; rows whose prompt exceeds `max_prompt_tokens` are left out."""
+def prompt_rows(rows: List[Dict[str, Any]], tokenizer: Any, max_prompt_tokens: int, prompt: Any = None) -> tuple:
+    """Conversational prompts (ReasoningNER's prompt, or `prompt`, as the user
+    turn) with the reward columns; rows whose prompt exceeds `max_prompt_tokens`
+    are left out."""
     from spacy_recot.cot_data import chat_example
 
     out, too_long = [], 0
     for row in rows:
-        example = chat_example(row)
+        example = chat_example(row, prompt)
         example.pop("completion")
         text = tokenizer.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
         if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_prompt_tokens:
@@ -136,6 +138,21 @@ def train(
         None, "--vllm-server-url", help="e.g. http://127.0.0.1:8000 (trl vllm-serve)."
     ),
     lora: bool = typer.Option(False, "--lora"),
+    lora_r: int = typer.Option(16, "--lora-r"),
+    lora_alpha: int = typer.Option(32, "--lora-alpha"),
+    adapter: Optional[Path] = typer.Option(
+        None,
+        "--adapter",
+        help="A LoRA adapter (train_sft.py --lora's adapter/) merged into --model first: the policy and the KL reference start there.",
+    ),
+    merge: bool = typer.Option(
+        True, "--merge/--no-merge", help="With --lora: also save the merged model (else only adapter/)."
+    ),
+    prompt_name: str = typer.Option(
+        "reasoning",
+        "--prompt",
+        help="reasoning (ReasoningNER's verbatim prompt) or zero-shot-json (the component's default prompt).",
+    ),
     deepspeed: Optional[Path] = typer.Option(None, "--deepspeed"),
     resume: bool = typer.Option(False, "--resume"),
     limit: int = typer.Option(0, "--limit", help="Only the first N rows."),
@@ -159,13 +176,28 @@ def train(
         tokenizer = chat_tokenizer(model, padding_side="left")
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
-    rows, too_long = prompt_rows(read_sample(data, limit), tokenizer, max_prompt_tokens)
+    from spacy.util import registry
+
+    from spacy_recot.prompts import TRAINING_PROMPTS
+
+    if prompt_name not in TRAINING_PROMPTS:
+        raise typer.BadParameter(f"--prompt must be one of {sorted(TRAINING_PROMPTS)}, not {prompt_name!r}")
+    prompt = registry.misc.get(TRAINING_PROMPTS[prompt_name])()
+    rows, too_long = prompt_rows(read_sample(data, limit), tokenizer, max_prompt_tokens, prompt)
     if not rows:
         raise typer.BadParameter(f"No row of {data} has a prompt within --max-prompt-tokens {max_prompt_tokens}")
     mode = use_vllm(vllm, vllm_server_url)
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     net = load_pretrained(AutoModelForCausalLM, model, dtype=torch.bfloat16 if use_bf16 else torch.float32)
-    peft_config = lora_config() if lora else None
+    if adapter is not None:
+        from spacy_recot.adapters import merge_adapter
+        from spacy_recot.errors import ModelLoadError
+
+        try:
+            merge_adapter(net, adapter)
+        except ModelLoadError as err:
+            raise typer.BadParameter(f"--adapter: {err}") from None
+    peft_config = lora_config(lora_r, lora_alpha) if lora else None
     vllm_args: Dict[str, Any] = {"use_vllm": mode is not None}
     if mode is not None:
         vllm_args["vllm_mode"] = mode
@@ -209,8 +241,10 @@ def train(
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+    start = time.perf_counter()
     train_resuming(trainer, output_dir, resume)
-    save_causal_model(trainer, tokenizer, output_dir, lora)
+    seconds = time.perf_counter() - start
+    save_causal_model(trainer, tokenizer, output_dir, lora, merge=merge)
     if trainer.is_world_process_zero():
         history = trainer.state.log_history
         keys = (
@@ -225,8 +259,11 @@ def train(
         )
         summary = {
             "model": model,
+            "adapter": str(adapter) if adapter else None,
+            "prompt": prompt_name,
             "data": str(data),
             "rows": len(rows),
+            "train_seconds_this_process": seconds,
             "left_out_long_prompts": too_long,
             "generation": "vllm-" + mode if mode else "transformers",
             "steps": [{k: h[k] for k in keys if k in h} for h in history if "reward" in h],

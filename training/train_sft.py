@@ -19,6 +19,7 @@ epochs, max length 8192, bf16, ZeRO-3.
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -174,10 +175,21 @@ def train(
     lora: bool = typer.Option(False, "--lora", help="Train a LoRA adapter (peft) instead of every weight."),
     lora_r: int = typer.Option(16, "--lora-r"),
     lora_alpha: int = typer.Option(32, "--lora-alpha"),
+    merge: bool = typer.Option(
+        True, "--merge/--no-merge", help="With --lora: also save the merged model (else only adapter/, a few MB)."
+    ),
+    prompt_name: str = typer.Option(
+        "reasoning",
+        "--prompt",
+        help="reasoning (ReasoningNER's verbatim prompt) or zero-shot-json (the component's default prompt).",
+    ),
     deepspeed: Optional[Path] = typer.Option(
         None, "--deepspeed", help="A DeepSpeed config, e.g. configs/ds_zero3.json."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --output-dir."),
+    save_steps: int = typer.Option(
+        0, "--save-steps", help="Checkpoint every N optimizer steps (0: at the end of each epoch)."
+    ),
     limit: int = typer.Option(0, "--limit", help="Only the first N records of each file."),
     seed: int = typer.Option(42, "--seed"),
     local_rank: int = typer.Option(-1, "--local_rank", hidden=True, help="Set by the deepspeed launcher."),
@@ -194,6 +206,10 @@ def train(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if answer_format not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {FORMATS}, not {answer_format!r}")
+    from spacy_recot.prompts import TRAINING_PROMPTS
+
+    if prompt_name not in TRAINING_PROMPTS:
+        raise typer.BadParameter(f"--prompt must be one of {sorted(TRAINING_PROMPTS)}, not {prompt_name!r}")
     if loss not in LOSSES:
         raise typer.BadParameter(f"--loss must be one of {LOSSES}, not {loss!r}")
     if loss == "rcloss" and answer_format != "bio":
@@ -206,11 +222,17 @@ def train(
     for path in data:
         if not path.exists():
             raise typer.BadParameter(f"{path} does not exist")
+    from spacy.util import registry
+
     records = [r for path in data for r in cd.read_records(path, limit)]
     counts = {"records": len(records), "too_long": 0}
     rows = []
+    prompt = registry.misc.get(TRAINING_PROMPTS[prompt_name])()
     for record in records:
-        example = bio_example(record) if answer_format == "bio" else cd.chat_example(record, with_cot=not no_cot)
+        if answer_format == "bio":
+            example = bio_example(record)
+        else:
+            example = cd.chat_example(record, prompt, with_cot=not no_cot)
         row = tokenize(example, tokenizer, max_length)
         if row is None:
             counts["too_long"] += 1
@@ -236,7 +258,8 @@ def train(
         use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=torch.cuda.is_available(),
         logging_steps=1,
-        save_strategy="epoch",
+        save_strategy="steps" if save_steps else "epoch",
+        save_steps=save_steps or 500,
         save_total_limit=2,
         report_to=[],
         seed=seed,
@@ -255,8 +278,10 @@ def train(
         alpha=alpha,
         beta=beta,
     )
+    start = time.perf_counter()
     train_resuming(trainer, output_dir, resume)
-    save_causal_model(trainer, tokenizer, output_dir, lora)
+    seconds = time.perf_counter() - start
+    save_causal_model(trainer, tokenizer, output_dir, lora, merge=merge)
     if trainer.is_world_process_zero():
         history = trainer.state.log_history
         summary = {
@@ -266,6 +291,11 @@ def train(
             "cot": not no_cot,
             "loss": loss,
             "lora": lora,
+            "prompt": prompt_name,
+            "seed": seed,
+            "lr": lr,
+            "epochs": epochs,
+            "train_seconds_this_process": seconds,
             "counts": counts,
             "steps": [{k: h[k] for k in ("step", "epoch", "loss") if k in h} for h in history if "loss" in h],
         }

@@ -1,0 +1,459 @@
+"""Does training pay? Leave-one-domain-out ablation of the project's training
+methods on the default model, and RCLoss against cross-entropy.
+
+    python training/protocol.py run                  # every stage, in order; rerun to resume
+    python training/protocol.py run --only sft_answers --fold politics
+    python training/protocol.py report               # the table, with paired bootstrap intervals
+
+For each held-out CrossNER domain (a fold), the training data are sentences
+from the train and dev splits of the four other domains (`--per-domain` each)
+plus the Pile-NER sample; the test data are the first `--test-n` sentences of
+the held-out domain's GNER test set and of MIT-Movie (never trained on). No
+CrossNER test sentence and nothing from MIT is trained on.
+
+Rows (each a LoRA adapter on the default model, scored by the component with
+the default configuration plus the adapter):
+  zero_shot     the default model as shipped
+  sft_answers   SFT on the JSON answers only
+  sft_cot       CoT SFT: `<think>` chains the default model wrote with the gold
+                entities shown (NER-CoT records, kept when its entities match
+                the gold ones), then the JSON
+  grpo_cot      GRPO (10 x F1 + 1 x schema) from the CoT-tuned model
+  grpo_zero     GRPO from the zero-shot model, no SFT
+  bio_{ce,rcloss}_s{seed}
+                ReCoT's BIO format (every word with its tag) with each loss and
+                three seeds, on the smaller packaged model (the cost of 12 runs)
+
+Every stage skips what is done and resumes what was cut off (training from its
+last checkpoint, evaluation from the component's answer cache), so a kill
+loses minutes. Results go to `--results` (one JSON per evaluation, with every
+sentence's predictions, and `protocol.json` from `report`); models, data and
+logs to `--work`. On a GPU the same protocol runs at scale with the size
+options changed (docs/training.md).
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import typer
+
+ROOT = Path(__file__).resolve().parents[1]
+DOMAINS = ("ai", "literature", "music", "politics", "science")
+MIT = "mit-movie"
+ROWS = ("sft_answers", "sft_cot", "grpo_cot", "grpo_zero")
+LOSSES = ("ce", "rcloss")
+STAGES = ("zero_shot", "records", "chains", *ROWS, "bio")
+
+app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
+
+
+class Protocol:
+    """The settings of one protocol run and where its files go."""
+
+    def __init__(self, **settings: Any):
+        self.settings = settings
+        for key, value in settings.items():
+            setattr(self, key, value)
+        self.work = Path(self.work)
+        self.results = Path(self.results)
+
+    # Files
+    def records_file(self, name: str) -> Path:
+        return self.work / "records" / f"{name}.jsonl"
+
+    def run_dir(self, row: str, fold: str) -> Path:
+        return self.work / "runs" / f"{row}_{fold}"
+
+    def adapter(self, row: str, fold: str) -> Path:
+        return self.run_dir(row, fold) / ("adapter_stacked" if row == "grpo_cot" else "adapter")
+
+    def result_file(self, name: str) -> Path:
+        return self.results / f"{name}.json"
+
+    # Running things
+    def log(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+        typer.echo(line)
+        self.work.mkdir(parents=True, exist_ok=True)
+        with open(self.work / "protocol.log", "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def call(self, args: List[str], log_name: str) -> float:
+        """Run a Python command (the project's own scripts), its output in a log
+        file; returns the seconds it took. A failure names the log."""
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+        log_path = self.work / "logs" / f"{log_name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log(f"start {log_name}: {' '.join(args)}")
+        start = time.perf_counter()
+        with open(log_path, "a", encoding="utf-8") as out:
+            done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{log_name} failed (exit {done.returncode}): see {log_path}")
+        self.log(f"done {log_name} in {seconds / 60:.1f} min")
+        self.add_time(log_name, seconds)
+        return seconds
+
+    def add_time(self, name: str, seconds: float) -> None:
+        """Wall time per stage, summed over resumed attempts."""
+        path = self.work / "times.json"
+        times = json.loads(path.read_text()) if path.exists() else {}
+        times[name] = times.get(name, 0.0) + seconds
+        path.write_text(json.dumps(times, indent=2) + "\n")
+
+    def times(self) -> Dict[str, float]:
+        path = self.work / "times.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    # Evaluation
+    def evaluate(
+        self, name: str, sets: List[str], model: Dict[str, Any], extra: Optional[Dict[str, Any]] = None
+    ) -> None:
+        """Score a component configuration on the first `test_n` sentences of
+        `sets` with benchmarks/zero_shot.py (predictions kept for the paired
+        bootstrap); the answer cache makes a cut-off evaluation resume."""
+        if self.result_file(name).exists():
+            return
+        config = {"model": model, "cache_dir": str(self.work / "answer_cache"), **(extra or {})}
+        config_path = self.work / "eval_configs" / f"{name}.json"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
+        args = ["benchmarks/zero_shot.py", "corpus/gner", "--config", str(config_path), "--n", str(self.test_n)]
+        args += ["--batch-size", "16", "--threads", str(self.threads), "--output", str(self.result_file(name))]
+        for s in sets:
+            args += ["--set", s]
+        self.call(args, f"eval_{name}")
+
+    def fold_sets(self, fold: str) -> List[str]:
+        return [f"crossner_{fold}", MIT]
+
+    def default_model(self, adapter: Optional[Path] = None, **settings: Any) -> Dict[str, Any]:
+        return {
+            "@misc": "spacy_recot.PackagedCausal.v4",
+            "name": self.model,
+            "adapter": adapter and str(adapter),
+            **settings,
+        }
+
+
+# Stages ---------------------------------------------------------------------
+
+
+def stage_zero_shot(p: Protocol) -> None:
+    sets = [f"crossner_{d}" for d in p.held_out] + [MIT]
+    p.evaluate("zero_shot", sets, p.default_model())
+
+
+def stage_records(p: Protocol) -> None:
+    """Sample the training sentences: `per_domain` from each domain's train+dev
+    (the same for every fold), `grpo_per_domain` other ones for GRPO prompts,
+    and `pile` Pile-NER passages."""
+    from spacy_recot import cot_data as cd
+
+    if p.records_file("sft_pool").exists():
+        return
+    rng = random.Random(p.seed)
+    sft, grpo = [], []
+    for domain in DOMAINS:
+        pool = []
+        for split in ("train", "dev"):
+            path = ROOT / "corpus" / "crossner" / domain / f"{split}.spacy"
+            if not path.exists():
+                raise typer.BadParameter(f"{path} is missing: run `spacy project run convert` first")
+            pool += cd.read_records(path)
+        # Sentences without an entity teach little here and cost as much.
+        pool = [r for r in pool if r["entities"]]
+        rng.shuffle(pool)
+        sft += pool[: p.per_domain]
+        grpo += pool[p.per_domain : p.per_domain + p.grpo_per_domain]
+    pile = cd.read_records(Path(p.pile_ner))
+    rng.shuffle(pile)
+    sft += [{**r, "source": "pile-ner"} for r in pile[: p.pile]]
+    for name, records in (("sft_pool", sft), ("grpo_pool", grpo)):
+        path = p.records_file(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    p.log(f"records: {len(sft)} for SFT, {len(grpo)} for GRPO")
+
+
+def stage_chains(p: Protocol) -> None:
+    """The default model writes a reasoning chain for every SFT sentence with
+    the gold entities shown (ReasoningNER's recipe, a weaker teacher); a record
+    is kept when its JSON is valid, its entities are the gold ones and the chain
+    names each. Then the per-fold SFT files (same sentences for every row)."""
+    from spacy_recot import cot_data as cd
+    from spacy_recot.cli import load_backend
+
+    chains = p.work / "chains"
+    if not (chains / "validated.done").exists():
+        records = [{**r, "gold": r["entities"], "cot": ""} for r in cd.read_jsonl(p.records_file("sft_pool"))]
+        for r in records:
+            r.pop("entities")
+        start = time.perf_counter()
+        teacher = load_backend(json.dumps(p.default_model(max_new_tokens=p.teacher_tokens)), "teacher")
+        counts = cd.annotate(records, chains / "annotated.jsonl", teacher, show_gold=True, batch_size=16)
+        p.add_time("chains", time.perf_counter() - start)
+        counts.update(
+            cd.validate(
+                cd.read_jsonl(chains / "annotated.jsonl"),
+                chains / "validated.jsonl",
+                chains / "rejected_validation.jsonl",
+                match_gold=True,
+            )
+        )
+        (chains / "counts.json").write_text(json.dumps(dict(counts), indent=2) + "\n")
+        (chains / "validated.done").write_text("")
+        p.log(f"chains: {dict(counts)}")
+    kept = cd.read_jsonl(chains / "validated.jsonl")
+    for fold in p.held_out:
+        rows = [cd.ner_cot_record(r) for r in kept if r["source"] != fold]
+        path = p.records_file(f"sft_{fold}")
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        grpo = [
+            {"sentence": r["sentence"], "schema": r["schema"], "entities": r["entities"], "source": r["source"]}
+            for r in cd.read_jsonl(p.records_file("grpo_pool"))
+            if r["source"] != fold
+        ]
+        p.records_file(f"grpo_{fold}").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in grpo), encoding="utf-8"
+        )
+        p.log(f"fold {fold}: {len(rows)} SFT records, {len(grpo)} GRPO prompts")
+
+
+def _sft_args(p: Protocol, data: Path, out: Path, model: str, seed: int) -> List[str]:
+    args = ["training/train_sft.py", str(data), "--model", model, "--output-dir", str(out), "--lora"]
+    args += ["--no-merge", "--lr", str(p.lr), "--epochs", str(p.epochs), "--batch-size", "1"]
+    args += ["--grad-accum", str(p.grad_accum), "--warmup", "0.03", "--max-length", "2048"]
+    args += ["--lora-r", str(p.lora_r), "--lora-alpha", str(2 * p.lora_r), "--save-steps", "4", "--seed", str(seed)]
+    return args + ["--resume"]
+
+
+def _base_folder(name: str) -> str:
+    from spacy_recot.packaged import materialize
+
+    return str(materialize(name))
+
+
+def stage_sft(p: Protocol, row: str, fold: str) -> None:
+    out = p.run_dir(row, fold)
+    if not (out / "adapter" / "adapter_model.safetensors").exists():
+        args = _sft_args(p, p.records_file(f"sft_{fold}"), out, _base_folder(p.model), p.seed)
+        args += ["--prompt", "zero-shot-json"] + (["--no-cot"] if row == "sft_answers" else [])
+        p.call(args, f"train_{row}_{fold}")
+    extra = {"max_new_tokens": p.cot_tokens} if row == "sft_cot" else {}
+    p.evaluate(f"{row}_{fold}", p.fold_sets(fold), p.default_model(out / "adapter", **extra))
+
+
+def stage_grpo(p: Protocol, row: str, fold: str) -> None:
+    from spacy_recot.adapters import read_adapter, stack_adapters, write_adapter
+
+    out = p.run_dir(row, fold)
+    cot = row == "grpo_cot"
+    if not (out / "adapter" / "adapter_model.safetensors").exists():
+        args = ["training/train_grpo.py", str(p.records_file(f"grpo_{fold}")), "--model", _base_folder(p.model)]
+        args += ["--output-dir", str(out), "--lora", "--no-merge", "--prompt", "zero-shot-json"]
+        args += ["--lora-r", str(p.lora_r), "--lora-alpha", str(2 * p.lora_r)]
+        args += ["--num-generations", str(p.grpo_generations), "--batch-size", str(p.grpo_generations)]
+        args += ["--grad-accum", "2", "--num-iterations", "1", "--lr", str(p.grpo_lr), "--warmup", "0"]
+        args += ["--max-completion-length", str(p.cot_tokens if cot else p.answer_tokens)]
+        args += ["--save-steps", "2", "--seed", str(p.seed), "--resume"]
+        if cot:
+            sft = p.run_dir("sft_cot", fold) / "adapter"
+            if not (sft / "adapter_model.safetensors").exists():
+                raise RuntimeError(f"grpo_cot needs the sft_cot adapter of fold {fold}: run that stage first")
+            args += ["--adapter", str(sft)]
+        p.call(args, f"train_{row}_{fold}")
+    adapter = out / "adapter"
+    if cot:
+        # The CoT-tuned adapter and the GRPO one on top of it, as one adapter.
+        stacked = p.adapter(row, fold)
+        if not (stacked / "adapter_model.safetensors").exists():
+            parts = [read_adapter(p.run_dir("sft_cot", fold) / "adapter"), read_adapter(adapter)]
+            write_adapter(stack_adapters(parts), stacked, dtype=None)
+        adapter = stacked
+    extra = {"max_new_tokens": p.cot_tokens} if cot else {}
+    p.evaluate(f"{row}_{fold}", p.fold_sets(fold), p.default_model(adapter, **extra))
+
+
+def stage_bio(p: Protocol, fold: str) -> None:
+    """RCLoss against cross-entropy: ReCoT's BIO output, LoRA on the smaller
+    packaged model, three seeds each; and that model zero-shot on the same prompt."""
+    bio = {"prompt": {"@misc": "spacy_recot.ReCoTPrompt.v1"}}
+
+    def model(adapter: Optional[Path] = None) -> Dict[str, Any]:
+        # Free decoding: the grammar is for entity lists; the BIO reader aligns the words.
+        return {**p.default_model(adapter), "name": p.bio_model, "constrained": False, "max_new_tokens": 512}
+
+    p.evaluate(f"bio_zero_shot_{fold}", p.fold_sets(fold), model(), bio)
+    for seed in p.seeds:
+        for loss in LOSSES:
+            row = f"bio_{loss}_s{seed}"
+            out = p.run_dir(row, fold)
+            if not (out / "adapter" / "adapter_model.safetensors").exists():
+                args = _sft_args(p, p.records_file(f"sft_{fold}"), out, _base_folder(p.bio_model), seed)
+                args += ["--format", "bio", "--loss", loss, "--prompt", "zero-shot-json"]
+                p.call(args, f"train_{row}_{fold}")
+            p.evaluate(f"{row}_{fold}", p.fold_sets(fold), model(out / "adapter"), bio)
+
+
+def run_stage(p: Protocol, stage: str, folds: List[str]) -> None:
+    if stage == "zero_shot":
+        stage_zero_shot(p)
+    elif stage == "records":
+        stage_records(p)
+    elif stage == "chains":
+        stage_chains(p)
+    elif stage in ("sft_answers", "sft_cot"):
+        for fold in folds:
+            stage_sft(p, stage, fold)
+    elif stage in ("grpo_cot", "grpo_zero"):
+        for fold in folds:
+            stage_grpo(p, stage, fold)
+    elif stage == "bio":
+        for fold in folds:
+            stage_bio(p, fold)
+    else:
+        raise typer.BadParameter(f"--only: unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+
+
+# Command line ---------------------------------------------------------------
+
+
+@app.command()
+def run(
+    only: List[str] = typer.Option(
+        [], "--only", help=f"Only these stages (default: all, in order: {', '.join(STAGES)})."
+    ),
+    fold: List[str] = typer.Option([], "--fold", help="Only these held-out domains (default: --held-out)."),
+    held_out: List[str] = typer.Option(["politics", "science"], "--held-out", help="The held-out domains (folds)."),
+    model: str = typer.Option("qwen2.5-coder-1.5b-instruct", "--model", help="The packaged model trained."),
+    bio_model: str = typer.Option("qwen2.5-coder-0.5b-instruct", "--bio-model", help="The model of the RCLoss runs."),
+    per_domain: int = typer.Option(30, "--per-domain", help="SFT sentences per training domain."),
+    grpo_per_domain: int = typer.Option(6, "--grpo-per-domain", help="GRPO prompts per training domain."),
+    pile: int = typer.Option(32, "--pile", help="Pile-NER passages added to every fold's SFT data."),
+    pile_ner: Path = typer.Option(
+        ROOT.parent / "shared" / "data" / "pile-ner-sample" / "sample_data.json", "--pile-ner"
+    ),
+    test_n: int = typer.Option(100, "--test-n", help="Test sentences per set (the first N)."),
+    lr: float = typer.Option(2e-4, "--lr"),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    grad_accum: int = typer.Option(4, "--grad-accum"),
+    lora_r: int = typer.Option(16, "--lora-r"),
+    grpo_lr: float = typer.Option(2e-5, "--grpo-lr"),
+    grpo_generations: int = typer.Option(4, "--grpo-generations"),
+    teacher_tokens: int = typer.Option(400, "--teacher-tokens"),
+    cot_tokens: int = typer.Option(512, "--cot-tokens", help="Answer cap for models that reason first."),
+    answer_tokens: int = typer.Option(160, "--answer-tokens", help="GRPO completion cap without reasoning."),
+    seeds: List[int] = typer.Option([1, 2, 3], "--seed-of-bio", help="Seeds of the RCLoss / cross-entropy runs."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(2, "--threads"),
+    work: Path = typer.Option(ROOT / "training_out" / "protocol", "--work", help="Models, data, logs, answer cache."),
+    results: Path = typer.Option(ROOT / "benchmarks" / "results" / "protocol", "--results", help="Evaluations (JSON)."),
+) -> None:
+    """Run the protocol's stages in order, skipping what is done."""
+    settings = {k: v for k, v in locals().items() if k not in ("only", "fold")}
+    for name in held_out:
+        if name not in DOMAINS:
+            raise typer.BadParameter(f"--held-out {name!r}: not a CrossNER domain ({', '.join(DOMAINS)})")
+    p = Protocol(**settings)
+    p.work.mkdir(parents=True, exist_ok=True)
+    (p.work / "settings.json").write_text(json.dumps(settings, indent=2, default=str) + "\n")
+    for stage in only or STAGES:
+        run_stage(p, stage, fold or held_out)
+
+
+def _scores(result: Dict[str, Any], sets: List[str]) -> Dict[str, Any]:
+    """Exact P/R/F per set and pooled (micro over the sets' sentences), and the
+    normalized F1 per set, from a zero_shot.py result."""
+    out: Dict[str, Any] = {}
+    for name in sets:
+        res = result["datasets"].get(name)
+        if res is not None:
+            out[name] = {
+                "p": res["ents_p"],
+                "r": res["ents_r"],
+                "f": res["ents_f"],
+                "normalized_f": res["normalized"]["f"],
+                "seconds": res["seconds"],
+                "unparseable": res["counts"].get("unparseable", 0),
+            }
+    return out
+
+
+def _prf(scores: Dict[str, Any], key: str) -> str:
+    s = scores.get(key)
+    return f"{100 * s['p']:.1f} / {100 * s['r']:.1f} / {100 * s['f']:.1f}" if s else "-"
+
+
+@app.command()
+def report(
+    work: Path = typer.Option(ROOT / "training_out" / "protocol", "--work"),
+    results: Path = typer.Option(ROOT / "benchmarks" / "results" / "protocol", "--results"),
+    samples: int = typer.Option(1000, "--samples", help="Bootstrap resamples."),
+) -> None:
+    """The ablation table: per fold and row, exact P/R/F on the held-out domain
+    and MIT-Movie, and the paired bootstrap interval of the F1 difference from
+    the zero-shot row (pooled over the fold's test sentences). Writes
+    protocol.json beside the evaluations and prints a markdown table."""
+    from benchmarks.compare_runs import compare
+
+    settings = json.loads((work / "settings.json").read_text())
+    times = json.loads((work / "times.json").read_text()) if (work / "times.json").exists() else {}
+    zero = results / "zero_shot.json"
+    if not zero.exists():
+        raise typer.BadParameter(f"{zero} is missing: run the zero_shot stage first")
+    zero_shot = json.loads(zero.read_text())
+    table: Dict[str, Any] = {"settings": settings, "folds": {}}
+    lines = [
+        "| fold | row | held-out P / R / F | MIT-Movie P / R / F | pooled F | difference from zero-shot (95% interval) | train min | eval min |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for fold in settings["held_out"]:
+        sets = [f"crossner_{fold}", MIT]
+        names = ["zero_shot"] + [f"{row}_{fold}" for row in ROWS]
+        names += sorted(p.stem for p in results.glob(f"bio_*_{fold}.json"))
+        fold_rows: Dict[str, Any] = {}
+        for name in names:
+            path = results / f"{name}.json"
+            if not path.exists():
+                continue
+            result = json.loads(path.read_text())
+            # The zero-shot row of a fold: its two sets out of the shared evaluation.
+            reference = {"datasets": {k: v for k, v in zero_shot["datasets"].items() if k in sets}}
+            subject = {"datasets": {k: v for k, v in result["datasets"].items() if k in sets}}
+            base = "bio_zero_shot_" + fold if name.startswith("bio_") else None
+            if base and (results / f"{base}.json").exists():
+                reference = json.loads((results / f"{base}.json").read_text())
+            diff = compare(reference, subject, ROOT / "corpus" / "gner", samples)
+            row = {
+                "scores": _scores(result, sets),
+                "pooled_f": diff["micro_f1_b"],
+                "difference": diff["micro_f1_difference"],
+                "interval": diff["bootstrap_95_interval_of_difference"],
+                "changed_docs": diff["changed_docs"],
+                "reference": base or "zero_shot",
+                "train_minutes": times.get(f"train_{name}", 0.0) / 60,
+                "eval_minutes": times.get(f"eval_{name}", 0.0) / 60,
+            }
+            fold_rows[name] = row
+            low, high = row["interval"]
+            lines.append(
+                f"| {fold} | {name.removesuffix('_' + fold)} | {_prf(row['scores'], sets[0])} | {_prf(row['scores'], MIT)} | {100 * row['pooled_f']:.1f} | "
+                f"{100 * row['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] vs {row['reference'].removesuffix('_' + fold)} | "
+                f"{row['train_minutes']:.0f} | {row['eval_minutes']:.0f} |"
+            )
+        table["folds"][fold] = fold_rows
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "protocol.json").write_text(json.dumps(table, indent=2) + "\n")
+    typer.echo("\n".join(lines))
+
+
+if __name__ == "__main__":
+    app()
