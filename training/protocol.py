@@ -44,6 +44,8 @@ from typing import Any, Dict, List, Optional
 import typer
 
 ROOT = Path(__file__).resolve().parents[1]
+# benchmarks/compare_runs.py (the paired bootstrap) imports its neighbours as top-level modules.
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 DOMAINS = ("ai", "literature", "music", "politics", "science")
 MIT = "mit-movie"
 ROWS = ("sft_answers", "sft_cot", "grpo_cot", "grpo_zero")
@@ -402,7 +404,7 @@ def report(
     and MIT-Movie, and the paired bootstrap interval of the F1 difference from
     the zero-shot row (pooled over the fold's test sentences). Writes
     protocol.json beside the evaluations and prints a markdown table."""
-    from benchmarks.compare_runs import compare
+    from compare_runs import compare
 
     settings = json.loads((work / "settings.json").read_text())
     times = json.loads((work / "times.json").read_text()) if (work / "times.json").exists() else {}
