@@ -394,6 +394,11 @@ def cot_data_command(
         "--match-gold/--no-match-gold",
         help="Stage (b) also drops records whose entities differ from the annotation.",
     ),
+    gold_answer: bool = typer.Option(
+        False,
+        "--gold-answer/--no-gold-answer",
+        help="Answer each record with its annotated entities and keep it when the teacher's chain names them all (ReasoningNER's recipe), instead of checking the teacher's JSON.",
+    ),
     limit: int = typer.Option(0, "--limit", "-n", help="Only the first N records of each input (0: all)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b"),
 ) -> None:
@@ -424,7 +429,9 @@ def cot_data_command(
             batch_size=batch_size,
         )
     records = cd.read_jsonl(out / "annotated.jsonl") + given
-    counts["validate"] = cd.validate(records, out / "validated.jsonl", out / "rejected_validation.jsonl", match_gold)
+    counts["validate"] = cd.validate(
+        records, out / "validated.jsonl", out / "rejected_validation.jsonl", match_gold, gold_answer
+    )
     kept = cd.read_jsonl(out / "validated.jsonl")
     if judge_model:
         backend = load_backend(judge_model, "--judge")

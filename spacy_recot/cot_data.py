@@ -280,14 +280,33 @@ def check_record(record: Record, match_gold: bool = False) -> Optional[str]:
     return None
 
 
-def validate(records: Iterable[Record], output: Path, rejected: Path, match_gold: bool = False) -> Counter:
-    """Stage (b): keep records that pass `check_record`; the others go to `rejected` with the reason."""
+def with_gold_answer(record: Record) -> Record:
+    """The record answered with its annotated entities and the teacher's chain
+    (ReasoningNER's recipe: the chain explains the gold answer). The teacher's
+    own JSON is dropped; its chain must be complete (the think block closed)."""
+    out = {k: v for k, v in record.items() if k != "answer"}
+    out["entities"] = list(record.get("gold") or [])
+    if "</think>" not in (record.get("answer") or ""):
+        out["cot"] = ""  # cut off before the end of its reasoning: no chain
+    return out
+
+
+def validate(
+    records: Iterable[Record], output: Path, rejected: Path, match_gold: bool = False, gold_answer: bool = False
+) -> Counter:
+    """Stage (b): keep records that pass `check_record`; the others go to `rejected` with the reason.
+
+    gold_answer (bool): Answer each record with its annotated entities
+        (`with_gold_answer`) and keep it when the chain names every one of
+        them, instead of checking the teacher's JSON."""
     counts: Counter = Counter()
     with JsonlWriter(output) as out, JsonlWriter(rejected) as bad:
         for record in records:
             if record["guid"] in out.done or record["guid"] in bad.done:
                 counts["already_done"] += 1
                 continue
+            if gold_answer and "gold" in record:
+                record = with_gold_answer(record)
             reason = check_record(record, match_gold)
             if reason is None:
                 out.write(record)

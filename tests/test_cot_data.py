@@ -61,6 +61,17 @@ def test_match_gold_and_ner_cot_files():
     assert cd.check_record(given) is None
 
 
+def test_gold_answer_keeps_the_chain_and_answers_with_the_gold_entities(tmp_path):
+    # The teacher's JSON missed Paris, but its chain names both gold entities: kept, answered with gold.
+    partial = rec(answer='<think>x</think>{"entities": {"person": ["Barack Obama"]}}')
+    cut = rec(guid="g2", answer="<think>Barack Obama is a person. Paris is", cot="Barack Obama is a person. Paris is")
+    thin = rec(guid="g3", cot="Barack Obama is a person.")
+    counts = cd.validate([partial, cut, thin], tmp_path / "ok.jsonl", tmp_path / "bad.jsonl", gold_answer=True)
+    assert counts == {"kept": 1, "dropped_no_chain": 1, "dropped_chain_misses_an_entity": 1}
+    (kept,) = cd.read_jsonl(tmp_path / "ok.jsonl")
+    assert kept["entities"] == partial["gold"] and "answer" not in kept and kept["cot"] == partial["cot"]
+
+
 def test_read_ner_cot_public_format(tmp_path):
     path = tmp_path / "ner_cot.json"
     rows = [

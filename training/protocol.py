@@ -187,9 +187,10 @@ def stage_records(p: Protocol) -> None:
 
 def stage_chains(p: Protocol) -> None:
     """The default model writes a reasoning chain for every SFT sentence with
-    the gold entities shown (ReasoningNER's recipe, a weaker teacher); a record
-    is kept when its JSON is valid, its entities are the gold ones and the chain
-    names each. Then the per-fold SFT files (same sentences for every row)."""
+    the gold entities shown (ReasoningNER's recipe, a weaker teacher); the
+    record is answered with the gold entities and kept when the chain is
+    complete and names each of them. Then the per-fold SFT files (the same
+    sentences for every row)."""
     from spacy_recot import cot_data as cd
     from spacy_recot.cli import load_backend
 
@@ -207,7 +208,7 @@ def stage_chains(p: Protocol) -> None:
                 cd.read_jsonl(chains / "annotated.jsonl"),
                 chains / "validated.jsonl",
                 chains / "rejected_validation.jsonl",
-                match_gold=True,
+                gold_answer=True,
             )
         )
         (chains / "counts.json").write_text(json.dumps(dict(counts), indent=2) + "\n")
