@@ -182,15 +182,36 @@ class Backend:
 
 
 def _folder_to_bytes(folder: Path) -> bytes:
-    files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
     return srsly.msgpack_dumps({"files": files})
 
 
+def _plain_relative_path(name: Any) -> bool:
+    """Whether `name` (from a byte payload) names a file inside a folder on any
+    system: "/"-separated parts, none empty, "." or "..", no drive, no backslash."""
+    if not isinstance(name, str) or not name or "\\" in name or ":" in name or "\x00" in name:
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
+
+
 def _bytes_to_folder(data: bytes, folder: Path) -> None:
-    files = srsly.msgpack_loads(data)["files"]
-    for rel, content in files.items():
-        target = folder / rel
+    """Write the files of a `_folder_to_bytes` payload into `folder`. The payload
+    is untrusted: a name that is not a plain relative path (absolute, `..`, a
+    drive) is refused before anything is written."""
+    payload = srsly.msgpack_loads(data)
+    files = payload.get("files") if isinstance(payload, dict) else None
+    if not isinstance(files, dict):
+        raise ValueError("The model's bytes hold no file table (not written by to_bytes)")
+    for name, content in files.items():
+        if not _plain_relative_path(name) or not isinstance(content, bytes):
+            raise ValueError(f"The model's bytes name a file {name!r}, which is not a plain relative path: refused")
+    root = folder.resolve()
+    for name, content in files.items():
+        target = root / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        # The folder is new and only we write into it, so no link can lead outside; checked anyway.
+        if not target.parent.resolve().is_relative_to(root):
+            raise ValueError(f"The model's bytes name a file {name!r} outside their folder: refused")
         target.write_bytes(content)
 
 

@@ -394,3 +394,32 @@ def test_a_model_folder_with_its_own_code_runs_it_only_when_trusted_at_run_time(
     backend.load()
     assert marker.exists() and type(backend.model).__name__ == "CustomModel"
 
+
+@pytest.mark.parametrize(
+    "name", ["../escaped.bin", "sub/../../escaped.bin", "{abs}", "", ".", "a\\..\\..\\escaped.bin"]
+)
+def test_bytes_never_write_outside_their_folder(tmp_path, monkeypatch, name):
+    import tempfile
+
+    import srsly
+
+    from spacy_recot.backends import Backend
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where from_bytes unpacks
+    name = name.format(abs=tmp_path / "escaped.bin")
+    payload = srsly.msgpack_dumps({"files": {"config.json": b"{}", name: b"written"}})
+    with pytest.raises(ValueError, match="not a plain relative path"):
+        Backend().from_bytes(payload)
+    assert not list(tmp_path.glob("escaped.bin")) and not list(tmp_path.glob("*/escaped.bin"))
+
+
+def test_bytes_round_trip_a_folder_tree(tmp_path):
+    from spacy_recot.backends import _bytes_to_folder, _folder_to_bytes
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "c.json").write_bytes(b"{}")
+    (tmp_path / "top.txt").write_bytes(b"x")
+    _bytes_to_folder(_folder_to_bytes(tmp_path), tmp_path / "copy")
+    assert (tmp_path / "copy" / "a" / "b" / "c.json").read_bytes() == b"{}"
+    assert (tmp_path / "copy" / "top.txt").read_bytes() == b"x"
