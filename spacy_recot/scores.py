@@ -29,6 +29,32 @@ class Answer(str):
         return answer
 
 
+def checked_token_scores(length: int, token_scores: Any) -> Optional[Tuple[TokenScore, ...]]:
+    """`token_scores` for an answer of `length` characters as a tuple, or None
+    when they are not what a backend writes: (start, end, logprob) triples with
+    0 <= start <= end <= length, starts and ends in order, and log-probabilities
+    that are numbers at most 0 (-inf too: probability 0; never NaN), so that
+    every score is a probability in [0, 1]. Scores from a server or a cache
+    file are untrusted; this is their one check."""
+    if not isinstance(token_scores, (list, tuple)):
+        return None
+    checked: List[TokenScore] = []
+    last_start = last_end = 0
+    for item in token_scores:
+        if not isinstance(item, (list, tuple)) or len(item) != 3:
+            return None
+        start, end, logprob = item
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
+            return None
+        if isinstance(logprob, bool) or not isinstance(logprob, (int, float)) or not logprob <= 0.0:
+            return None
+        if not (last_start <= start <= end <= length and last_end <= end):
+            return None
+        last_start, last_end = start, end
+        checked.append((start, end, float(logprob)))
+    return tuple(checked)
+
+
 class TokenLogprobRecorder:
     """A logits processor, placed last, that records the log-probability of the
     token chosen at each step: at step t it keeps the log-softmax of the scores,
