@@ -531,7 +531,9 @@ def annotate(
     address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: a cluster address (ray://...)."),
 ) -> None:
     """Annotate a corpus into JSONL and/or DocBin shards, resumably: a rerun
-    skips the shards written, and retries those whose docs failed."""
+    skips the shards written, and retries those whose docs failed. A record
+    that can never be annotated is listed, with its line number, in its shard's
+    errors file (errors-00000.jsonl); the rest of its shard is written."""
     from .annotate import annotate as run
 
     try:
@@ -550,11 +552,13 @@ def annotate(
         )
     except ValueError as err:
         typer.echo(f"Error: {err}", err=True)
-        raise typer.Exit(2) from err
+        raise typer.Exit(2) from None
     typer.echo(
         f"{output}: {summary['written']} shards written, {summary['skipped']} already there, "
         f"{len(summary['failed'])} failed (of {summary['shards']})"
     )
+    for path, count in sorted(summary["bad_records"].items()):
+        typer.echo(f"{path}: {count} record{'s' * (count != 1)} that cannot be annotated (line and why)", err=True)
     for index, error in sorted(summary["failed"].items()):
         typer.echo(f"shard {index}: {error}", err=True)
     if summary["failed"]:
