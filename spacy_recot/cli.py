@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
 import typer
 
@@ -27,7 +27,7 @@ def convert(
     labels: Optional[Path] = typer.Option(
         None, "--labels", "-l", help="label.txt with the label set (found beside INPUT in the GNER layout)."
     ),
-    limit: int = typer.Option(0, "--limit", "-n", help="Keep only the first N sentences of each file (0: all)."),
+    limit: int = typer.Option(0, "--limit", "-n", min=0, help="Keep only the first N sentences of each file (0: all)."),
 ) -> None:
     """Convert CoNLL BIO files into DocBins (and OUTPUT.labels.json beside each).
 
@@ -35,8 +35,8 @@ def convert(
     folder tree is mirrored under OUTPUT (gner/crossner_ai/test.txt becomes
     OUTPUT/crossner_ai/test.spacy).
     """
-    from .conll import ConllFormatError, labels_file
     from .conll import convert as run_convert
+    from .conll import labels_file
 
     if input_path.is_dir():
         jobs = [
@@ -52,8 +52,8 @@ def convert(
     for source, target in jobs:
         try:
             n_docs, label_list, counts = run_convert(source, target, label_map, labels, limit)
-        except ConllFormatError as err:
-            typer.echo(f"Error: {err}", err=True)
+        except (ValueError, OSError) as err:  # bad files (ConllFormatError), an output that cannot be written
+            typer.echo(f"Error: {err if isinstance(err, ValueError) else f'{target}: {err}'}", err=True)
             raise typer.Exit(code=1) from None
         typer.echo(f"{source} -> {target}: {n_docs} docs, {len(label_list)} labels ({labels_file(target).name})")
         for key, value in sorted(counts.items()):
@@ -74,7 +74,7 @@ def evaluate(
         help="Ask for each dataset's own labels (DATA.labels.json) when it has them.",
     ),
     batch_size: int = typer.Option(8, "--batch-size", "-b"),
-    limit: int = typer.Option(0, "--limit", "-n", help="Only the first N docs of each dataset (0: all)."),
+    limit: int = typer.Option(0, "--limit", "-n", min=0, help="Only the first N docs of each dataset (0: all)."),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g"),
     tokenization: str = typer.Option(
         "reference",
@@ -394,7 +394,7 @@ def cot_data_command(
         "--match-gold/--no-match-gold",
         help="Stage (b) also drops records whose entities differ from the annotation.",
     ),
-    limit: int = typer.Option(0, "--limit", "-n", help="Only the first N records of each input (0: all)."),
+    limit: int = typer.Option(0, "--limit", "-n", min=0, help="Only the first N records of each input (0: all)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b"),
 ) -> None:
     """Build NER-CoT records (sentence, schema, cot, entities) in three resumable
@@ -500,7 +500,20 @@ def show(
 
     from .display import render_page
 
-    nlp = spacy.load(pipeline)
+    def fail(message: str) -> NoReturn:
+        typer.echo(f"Error: {message}", err=True)
+        raise typer.Exit(code=1)
+
+    if output.is_dir():
+        fail(f"{output} is a folder: give the HTML file to write (--output)")
+    try:  # before any model runs: an output that cannot be written fails now
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        fail(f"cannot write {output}: {err}")
+    try:
+        nlp = spacy.load(pipeline)
+    except (OSError, ValueError) as err:  # no such pipeline, a bad config: the message says which
+        fail(f"{type(err).__name__}: {err}")
     if component not in nlp.pipe_names:
         raise typer.BadParameter(f"the pipeline {pipeline} has no component '{component}' (it has {nlp.pipe_names})")
     lines: List[str] = []
@@ -511,8 +524,10 @@ def show(
         else:
             lines.append(text)
     docs = list(nlp.pipe(lines))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_page(docs, component), encoding="utf-8")
+    try:
+        output.write_text(render_page(docs, component), encoding="utf-8")
+    except OSError as err:
+        fail(f"cannot write {output}: {err}")
     typer.echo(f"Wrote {output} ({len(docs)} docs)")
 
 
