@@ -172,9 +172,9 @@ def preprocess(
     if tokenizer is not None:
         from transformers import AutoTokenizer
 
-        from .backends import load_pretrained
+        from .backends import load_pretrained, trusts_remote_code
 
-        tok = load_pretrained(AutoTokenizer, tokenizer)
+        tok = load_pretrained(AutoTokenizer, tokenizer, trust_remote_code=trusts_remote_code(tokenizer))
     try:
         counts = run_preprocess(
             input_path,

@@ -358,9 +358,11 @@ class OpenAICompatibleBackend(Backend):
                 )
             from transformers import AutoTokenizer
 
-            from .backends import load_pretrained
+            from .backends import load_pretrained, trusts_remote_code
 
-            self._local_tokenizer = load_pretrained(AutoTokenizer, self.tokenizer_name)
+            self._local_tokenizer = load_pretrained(
+                AutoTokenizer, self.tokenizer_name, trust_remote_code=trusts_remote_code(self.tokenizer_name)
+            )
         return self._local_tokenizer
 
     def count_tokens(self, texts: Sequence[str]) -> List[int]:
