@@ -534,12 +534,16 @@ def make_openai_compatible(
     base_url (str): The API's base, e.g. "http://127.0.0.1:8000/v1".
     model (str): The model name the server serves (vLLM: --served-model-name).
     api_key_env (Optional[str]): The environment variable that holds the API key;
-        the key itself never goes into the config.
+        the key itself never goes into the config, and is redacted from every
+        message.
     max_in_flight (int): Requests sent at once (the component's batch_size
         bounds how many a batch holds).
-    timeout (float): Seconds to wait for one answer.
+    timeout (float): Seconds one try may take, from the request to the last
+        byte of the answer (a deadline, however slowly the server sends).
     max_retries (int): Extra tries after a connection error, timeout, 408, 429,
-        5xx or malformed body, with exponential backoff from `backoff` seconds.
+        5xx, malformed body, or an empty answer or one cut at max_tokens, with
+        exponential backoff from `backoff` seconds (at least what a Retry-After
+        asks).
     max_input_tokens (Optional[int]): The largest prompt; None: the server's
         context length (from /v1/models) minus max_new_tokens.
     max_new_tokens (int): The longest answer (`max_tokens` of each request).
