@@ -281,3 +281,16 @@ def test_two_runs_never_write_one_folder_at_once(oracle_pipeline, tmp_path):
     finally:
         os.close(fd)
     assert annotate(str(oracle_pipeline), path, tmp_path / "out", show_progress=False)["written"] == 1
+
+
+def test_a_ray_actor_passes_bad_records_with_their_line_numbers(oracle_pipeline):
+    """What each Ray actor does with a shard (run here without Ray: the slow test
+    above runs the pool)."""
+    from spacy_recot.annotate import _ShardAnnotator
+
+    actor = _ShardAnnotator(str(oracle_pipeline), "jsonl", "text", None)
+    numbered = [[7, {"text": ORACLE_SENTENCES[0]}], [8, {"text": "x" * 1_000_001}]]
+    out = actor({"index": [3], "records": [json.dumps(numbered)]})
+    assert out["index"] == [3] and json.loads(out["failures"][0]) == []
+    assert [e["line"] for e in json.loads(out["errors"][0])] == [8]
+    assert [json.loads(line)["text"] for line in out["jsonl"][0].splitlines()] == [ORACLE_SENTENCES[0]]
