@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import spacy
 import typer
@@ -65,6 +65,60 @@ def _cli(*args: str) -> Callable[[Path], None]:
 def _missing_pipeline(tmp: Path) -> None:
     _convert(b"Barack\tB-person\nObama\tI-person\n")(tmp)
     _cli("evaluate", "TMP/no_pipeline", "TMP/out.spacy")(tmp)
+
+
+def _model_with_its_own_code(tmp: Path) -> None:
+    """A model folder whose config.json asks transformers to import its own code."""
+    import json
+
+    from spacy_recot.tiny import train_bpe_tokenizer
+
+    folder = tmp / "custom_model"
+    train_bpe_tokenizer(["Barack Obama visited Paris."], vocab_size=300).save_pretrained(folder)
+    auto_map = {"AutoConfig": "custom.CustomConfig", "AutoModelForCausalLM": "custom.CustomModel"}
+    (folder / "config.json").write_text(json.dumps({"model_type": "recot_custom", "auto_map": auto_map}))
+    _run({"labels": ["a"], "model": {"@misc": "spacy_recot.HFCausal.v2", "name_or_path": str(folder)}})(tmp)
+
+
+def _bytes_outside(tmp: Path) -> None:
+    import srsly
+
+    from spacy_recot.backends import Backend
+
+    Backend().from_bytes(srsly.msgpack_dumps({"files": {"config.json": b"{}", "../../escaped.txt": b"x"}}))
+
+
+def _with_files(run: Callable[[Path], None], files: Dict[str, bytes]) -> Callable[[Path], None]:
+    """`run` after writing `files` (name: content) into the folder."""
+
+    def with_files(tmp: Path) -> None:
+        for name, content in files.items():
+            (tmp / name).write_bytes(content)
+        run(tmp)
+
+    return with_files
+
+
+def _oracle_pipeline(run: Callable[[Path], None]) -> Callable[[Path], None]:
+    """`run` with a small pipeline at TMP/pipeline (its model answers with gold entities)."""
+
+    def with_pipeline(tmp: Path) -> None:
+        from spacy.tokens import DocBin, Span
+
+        nlp = spacy.blank("en")
+        doc = nlp("Barack Obama visited Paris .")
+        doc.ents = [Span(doc, 0, 2, "person")]
+        DocBin(docs=[doc]).to_disk(tmp / "gold.spacy")
+        model = {"@misc": "spacy_recot.Oracle.v1", "gold": str(tmp / "gold.spacy"), "output_format": "entities"}
+        nlp.add_pipe("recot_ner", config={"labels": ["person"], "model": model})
+        nlp.to_disk(tmp / "pipeline")
+        run(tmp)
+
+    return with_pipeline
+
+
+CONLL = b"Barack\tB-person\nObama\tI-person\n"
+RECORD = b'{"text": "Barack Obama visited Paris ."}\n'
 
 
 def cases() -> List[Case]:
@@ -141,6 +195,101 @@ def cases() -> List[Case]:
         ),
         ("evaluate: a data file that does not exist", _cli("evaluate", "TMP", "TMP/none.spacy"), "none.spacy"),
         ("evaluate: a pipeline that does not exist", _missing_pipeline, "no_pipeline"),
+        # Untrusted pipelines and payloads: no code runs, no file escapes.
+        (
+            "generation settings that load code (a saved config, say)",
+            _pipe({"labels": ["a"], "model": {**seq2seq, "generation": {"custom_generate": "org/recipe"}}}),
+            "model.generation.custom_generate",
+        ),
+        (
+            "trust_remote_code in the generation settings",
+            _pipe({"labels": ["a"], "model": {**seq2seq, "generation": {"trust_remote_code": True}}}),
+            "model.generation.trust_remote_code",
+        ),
+        (
+            "a generation setting the backends do not support",
+            _pipe({"labels": ["a"], "model": {**seq2seq, "generation": {"return_dict_in_generate": True}}}),
+            "model.generation.return_dict_in_generate",
+        ),
+        ("a model folder whose config asks to run its own code", _model_with_its_own_code, "custom code"),
+        ("bytes naming a file outside their folder", _bytes_outside, "not a plain relative path"),
+        (
+            "a server URL with a password in it",
+            _pipe(
+                {
+                    "labels": ["a"],
+                    "model": {
+                        "@misc": "spacy_recot.OpenAICompatible.v1",
+                        "base_url": "http://user:secret@127.0.0.1:1/v1",
+                        "model": "m",
+                    },
+                }
+            ),
+            "model.api_key_env",
+        ),
+        # The command line: one-line errors, nothing half written.
+        (
+            "annotate: a pipeline that does not exist",
+            _with_files(_cli("annotate", "TMP/no_pipeline", "TMP/in.jsonl", "TMP/out"), {"in.jsonl": RECORD}),
+            "No pipeline at",
+        ),
+        (
+            "annotate: an input line that is not UTF-8",
+            _oracle_pipeline(
+                _with_files(
+                    _cli("annotate", "TMP/pipeline", "TMP/in.jsonl", "TMP/out"), {"in.jsonl": RECORD + b"caf\xe9\n"}
+                )
+            ),
+            "in.jsonl:2: not UTF-8",
+        ),
+        (
+            "annotate: an input line nested too deeply",
+            _oracle_pipeline(
+                _with_files(
+                    _cli("annotate", "TMP/pipeline", "TMP/in.jsonl", "TMP/out"),
+                    {"in.jsonl": b"[" * 100000 + b"]" * 100000},
+                )
+            ),
+            "nested too deeply",
+        ),
+        (
+            "annotate: an input field the output writes",
+            _oracle_pipeline(
+                _with_files(
+                    _cli("annotate", "TMP/pipeline", "TMP/in.jsonl", "TMP/out"),
+                    {"in.jsonl": b'{"text": "Barack Obama", "entities": []}\n'},
+                )
+            ),
+            "in.jsonl:1: has a field 'entities'",
+        ),
+        (
+            "annotate: an output folder that is a file",
+            _oracle_pipeline(
+                _with_files(_cli("annotate", "TMP/pipeline", "TMP/in.jsonl", "TMP/in.jsonl"), {"in.jsonl": RECORD})
+            ),
+            "cannot be made",
+        ),
+        (
+            "convert: --limit below 0",
+            _with_files(_cli("convert", "TMP/data.txt", "TMP/x.spacy", "-n", "-1"), {"data.txt": CONLL}),
+            "--limit",
+        ),
+        (
+            "convert: a label file that does not exist",
+            _with_files(_cli("convert", "TMP/data.txt", "TMP/x.spacy", "-l", "TMP/none.txt"), {"data.txt": CONLL}),
+            "no such label file",
+        ),
+        (
+            "convert: a folder as output",
+            _with_files(_cli("convert", "TMP/data.txt", "TMP"), {"data.txt": CONLL}),
+            "is a folder",
+        ),
+        ("show: a pipeline that does not exist", _cli("show", "TMP/no_pipeline", "Hi", "-o", "TMP/p.html"), "E050"),
+        (
+            "show: a page that cannot be written",
+            _oracle_pipeline(_with_files(_cli("show", "TMP/pipeline", "Hi", "-o", "TMP/x/p.html"), {"x": b"a file"})),
+            "cannot write",
+        ),
     ]
 
 

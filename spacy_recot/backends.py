@@ -178,15 +178,36 @@ class Backend:
 
 
 def _folder_to_bytes(folder: Path) -> bytes:
-    files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
     return srsly.msgpack_dumps({"files": files})
 
 
+def _plain_relative_path(name: Any) -> bool:
+    """Whether `name` (from a byte payload) names a file inside a folder on any
+    system: "/"-separated parts, none empty, "." or "..", no drive, no backslash."""
+    if not isinstance(name, str) or not name or "\\" in name or ":" in name or "\x00" in name:
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
+
+
 def _bytes_to_folder(data: bytes, folder: Path) -> None:
-    files = srsly.msgpack_loads(data)["files"]
-    for rel, content in files.items():
-        target = folder / rel
+    """Write the files of a `_folder_to_bytes` payload into `folder`. The payload
+    is untrusted: a name that is not a plain relative path (absolute, `..`, a
+    drive) is refused before anything is written."""
+    payload = srsly.msgpack_loads(data)
+    files = payload.get("files") if isinstance(payload, dict) else None
+    if not isinstance(files, dict):
+        raise ValueError("The model's bytes hold no file table (not written by to_bytes)")
+    for name, content in files.items():
+        if not _plain_relative_path(name) or not isinstance(content, bytes):
+            raise ValueError(f"The model's bytes name a file {name!r}, which is not a plain relative path: refused")
+    root = folder.resolve()
+    for name, content in files.items():
+        target = root / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        # The folder is new and only we write into it, so no link can lead outside; checked anyway.
+        if not target.parent.resolve().is_relative_to(root):
+            raise ValueError(f"The model's bytes name a file {name!r} outside their folder: refused")
         target.write_bytes(content)
 
 
@@ -290,14 +311,40 @@ def resolve_dtype(dtype: str, device: str, half: str = "float16") -> Any:
         ) from None
 
 
-def load_pretrained(loader: Any, name_or_path: Union[str, Path], **kwargs: Any) -> Any:
-    """`loader.from_pretrained(name_or_path)` with an error that says what to do."""
+# The environment variable that names the models (comma-separated, as written in
+# model.name_or_path) whose own Python code the user has read and trusts: set when
+# running, never in a config, and never applied to a pipeline folder.
+TRUST_REMOTE_CODE_ENV = "SPACY_RECOT_TRUST_REMOTE_CODE"
+
+
+def trusts_remote_code(name_or_path: str) -> bool:
+    """Whether the user trusts the code that comes with `name_or_path` (named in
+    $SPACY_RECOT_TRUST_REMOTE_CODE when running)."""
+    names = os.environ.get(TRUST_REMOTE_CODE_ENV, "")
+    return str(name_or_path) in {name.strip() for name in names.split(",") if name.strip()}
+
+
+def load_pretrained(
+    loader: Any, name_or_path: Union[str, Path], *, trust_remote_code: bool = False, **kwargs: Any
+) -> Any:
+    """`loader.from_pretrained(name_or_path)` with an error that says what to do.
+
+    trust_remote_code (bool): Run Python code that comes with the model (its
+        config's `auto_map`). Always passed, so transformers never asks on the
+        terminal whether to run it (a careless "y" would).
+    """
     source = str(name_or_path)
     if _looks_like_path(source) and not Path(source).expanduser().exists():
         raise ModelLoadError(f"No model folder at '{source}' (model.name_or_path): the path does not exist.")
     try:
-        return loader.from_pretrained(source, **kwargs)
+        return loader.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as err:
+        if "trust_remote_code" in str(err):
+            raise ModelLoadError(
+                f"'{source}' (model.name_or_path) holds custom code that transformers would have to "
+                "run to load it: refused. A pipeline folder's code is never run; for a model whose code "
+                f"you have read, name it when running: {TRUST_REMOTE_CODE_ENV}={source}"
+            ) from None
         where = (
             "the folder has no loadable model in it"
             if Path(source).expanduser().is_dir()
@@ -325,6 +372,90 @@ def save_dequantized(model: Any, path: Path) -> None:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
     model.save_pretrained(path)
+
+
+# What a config's `generation` block may hand to `generate`: how tokens are chosen,
+# penalised and stopped, each a plain setting of transformers' GenerationConfig
+# (and `synced_gpus`, which training under DeepSpeed ZeRO-3 sets). A pipeline's
+# config is untrusted, so anything else is refused by name: settings that load
+# code (below), and those that change what `generate` returns or how it runs
+# (return_dict_in_generate, num_return_sequences, cache_implementation, ...).
+GENERATION_SETTINGS = frozenset(
+    {
+        "do_sample",
+        "num_beams",
+        "temperature",
+        "top_k",
+        "top_p",
+        "top_h",
+        "min_p",
+        "typical_p",
+        "epsilon_cutoff",
+        "eta_cutoff",
+        "repetition_penalty",
+        "encoder_repetition_penalty",
+        "length_penalty",
+        "no_repeat_ngram_size",
+        "encoder_no_repeat_ngram_size",
+        "bad_words_ids",
+        "sequence_bias",
+        "suppress_tokens",
+        "begin_suppress_tokens",
+        "forced_bos_token_id",
+        "forced_eos_token_id",
+        "exponential_decay_length_penalty",
+        "renormalize_logits",
+        "remove_invalid_values",
+        "min_length",
+        "min_new_tokens",
+        "max_length",
+        "max_new_tokens",
+        "max_time",
+        "early_stopping",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "decoder_start_token_id",
+        "use_cache",
+        "low_memory",
+        "synced_gpus",
+    }
+)
+# Settings that make transformers import and run Python code from a folder or the
+# Hugging Face Hub, and why.
+CODE_LOADING_SETTINGS = {
+    "custom_generate": "it imports and runs a generate.py from a folder or the Hugging Face Hub",
+    "trust_remote_code": (
+        f"it lets transformers run code from a folder or the Hub; a config cannot allow that "
+        f"(for a model whose code you have read, name it in ${TRUST_REMOTE_CODE_ENV} when running)"
+    ),
+    # Strategies transformers 5 moved to Hub repositories of code (contrastive
+    # search, DoLa, group and constrained beam search).
+    **dict.fromkeys(
+        ("penalty_alpha", "dola_layers", "num_beam_groups", "diversity_penalty", "constraints", "force_words_ids"),
+        "it selects a decoding strategy whose code transformers fetches from the Hugging Face Hub and runs",
+    ),
+}
+
+
+def check_generation(generation: Dict[str, Any]) -> Dict[str, Any]:
+    """The `generation` block, checked against what the backends support: a
+    setting that loads code, or any other one not in GENERATION_SETTINGS, is
+    refused with its config key (spaCy refuses unsafe config values at load
+    the same way), before any weights are loaded."""
+    for key, value in generation.items():
+        where = f"model.generation.{key}"
+        if key in CODE_LOADING_SETTINGS:
+            raise ValueError(f"{where}: refused, as {CODE_LOADING_SETTINGS[key]}")
+        if key not in GENERATION_SETTINGS:
+            raise ValueError(
+                f"{where} is not a generation setting the backends support; use one of {sorted(GENERATION_SETTINGS)}"
+            )
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where} must be a plain value (number, string, list or table), not {value!r}") from None
+    return generation
 
 
 def merge_generation(
@@ -376,7 +507,7 @@ class HFBackend(Backend):
         if not isinstance(max_input_tokens, int) or max_input_tokens < 1:
             raise ValueError(f"model.max_input_tokens must be a positive integer, not {max_input_tokens!r}")
         self.max_input_tokens = max_input_tokens
-        self.generation = dict(generation or {})
+        self.generation = check_generation(dict(generation or {}))
         self.max_new_tokens = self.generation.get("max_new_tokens")
         self.model: Any = None
         self.tokenizer: Any = None
@@ -434,7 +565,7 @@ class HFBackend(Backend):
             self._load_from(self.name_or_path, **self._load_kwargs())
 
     def _load_kwargs(self) -> Dict[str, Any]:
-        return {"revision": self.revision}
+        return {"revision": self.revision, "trust_remote_code": trusts_remote_code(self.name_or_path)}
 
     def _stop_ids(self) -> set:
         """The ids that end an answer: pad, the tokenizer's and the model's end of sequence."""
@@ -463,7 +594,8 @@ class HFBackend(Backend):
 
         device = resolve_device(self.device_name)
         with self.lock:
-            self.tokenizer = load_pretrained(transformers.AutoTokenizer, source, **kwargs)
+            tokenizer_kwargs = {k: v for k, v in kwargs.items() if k != "use_safetensors"}
+            self.tokenizer = load_pretrained(transformers.AutoTokenizer, source, **tokenizer_kwargs)
             # Straight onto the device: no float copy of the weights on the CPU first.
             model = load_pretrained(
                 getattr(transformers, self.auto_model),
@@ -522,7 +654,9 @@ class HFBackend(Backend):
     def from_disk(self, path: Path) -> None:
         # The saved weights have the adapter merged in (to_disk saves the model as it runs).
         self.__dict__["_adapter_dir"] = None
-        self._load_from(Path(path), local_files_only=True)
+        # A pipeline folder is untrusted: its code is never run (no trust_remote_code,
+        # whatever the environment says) and its weights are never unpickled.
+        self._load_from(Path(path), local_files_only=True, use_safetensors=True)
 
 
 class HFSeq2SeqBackend(HFBackend):
@@ -835,7 +969,7 @@ class HFCausalBackend(HFBackend):
         return super().requirements() + ([XGRAMMAR_REQUIREMENT] if self.constrained else [])
 
     def _load_kwargs(self) -> Dict[str, Any]:
-        kwargs: Dict[str, Any] = {"revision": self.revision}
+        kwargs = super()._load_kwargs()
         if self.gguf_file:
             kwargs["gguf_file"] = self.gguf_file
         return kwargs
@@ -886,10 +1020,8 @@ class HFCausalBackend(HFBackend):
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         if rows == 1 and any(c is not None for c in cap.caps):
             cap.prompt_length = enc["input_ids"].shape[1]
-            kwargs["stopping_criteria"] = list(kwargs.get("stopping_criteria") or []) + [cap]
-        processors = LogitsProcessorList(
-            [OverflowCheck(self.name_or_path, self.model.dtype), *(kwargs.get("logits_processor") or [])]
-        )
+            kwargs["stopping_criteria"] = [cap]
+        processors = LogitsProcessorList([OverflowCheck(self.name_or_path, self.model.dtype)])
         if self.constrained:
             processors.append(self.constraint.processor(requests, rows_per_request=rows))
         # Last, so it sees what the grammar left; beams reorder rows, so only without them.

@@ -7,8 +7,10 @@ the settings that change answers and a fingerprint of its weights; the
 prompt; the labels and words the request carries; its answer budget). One
 file per answer, written to a temporary name and renamed into place: several
 processes (nlp.pipe(n_process=...), Ray actors, two runs) may write at once,
-a reader sees a whole file or none, and a file that cannot be read counts as
-a miss.
+a reader sees a whole file or none. A file is untrusted: one that cannot be
+read, or holds anything but an answer text with token scores a backend could
+have written, counts as a miss (the answer is generated again and the file
+replaced).
 """
 
 import hashlib
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 from .chunks import Request
-from .scores import Answer
+from .scores import Answer, checked_token_scores
 
 
 class ResponseCache:
@@ -50,18 +52,23 @@ class ResponseCache:
         return self.path / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> Optional[Answer]:
-        """The stored answer, or None (never stored, or unreadable)."""
+        """The stored answer, or None: never stored, unreadable (counted
+        `unreadable`), or not a valid answer (counted `invalid`)."""
         try:
             data = json.loads(self._file(key).read_text(encoding="utf-8"))
-            answer = Answer.scored(data["text"], [tuple(s) for s in data["token_scores"]])
         except FileNotFoundError:
             self.stats["misses"] += 1
             return None
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, RecursionError):
             self.stats["unreadable"] += 1
             return None
+        text = data.get("text") if isinstance(data, dict) else None
+        scores = checked_token_scores(len(text), data.get("token_scores")) if isinstance(text, str) else None
+        if scores is None:
+            self.stats["invalid"] += 1
+            return None
         self.stats["hits"] += 1
-        return answer
+        return Answer.scored(text, scores)
 
     def put(self, key: str, answer: str) -> None:
         """Store an answer (with its token scores, when it has them)."""

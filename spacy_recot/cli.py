@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
 import typer
 
@@ -27,7 +27,7 @@ def convert(
     labels: Optional[Path] = typer.Option(
         None, "--labels", "-l", help="label.txt with the label set (found beside INPUT in the GNER layout)."
     ),
-    limit: int = typer.Option(0, "--limit", "-n", help="Keep only the first N sentences of each file (0: all)."),
+    limit: int = typer.Option(0, "--limit", "-n", min=0, help="Keep only the first N sentences of each file (0: all)."),
 ) -> None:
     """Convert CoNLL BIO files into DocBins (and OUTPUT.labels.json beside each).
 
@@ -35,8 +35,8 @@ def convert(
     folder tree is mirrored under OUTPUT (gner/crossner_ai/test.txt becomes
     OUTPUT/crossner_ai/test.spacy).
     """
-    from .conll import ConllFormatError, labels_file
     from .conll import convert as run_convert
+    from .conll import labels_file
 
     if input_path.is_dir():
         jobs = [
@@ -52,8 +52,8 @@ def convert(
     for source, target in jobs:
         try:
             n_docs, label_list, counts = run_convert(source, target, label_map, labels, limit)
-        except ConllFormatError as err:
-            typer.echo(f"Error: {err}", err=True)
+        except (ValueError, OSError) as err:  # bad files (ConllFormatError), an output that cannot be written
+            typer.echo(f"Error: {err if isinstance(err, ValueError) else f'{target}: {err}'}", err=True)
             raise typer.Exit(code=1) from None
         typer.echo(f"{source} -> {target}: {n_docs} docs, {len(label_list)} labels ({labels_file(target).name})")
         for key, value in sorted(counts.items()):
@@ -74,7 +74,7 @@ def evaluate(
         help="Ask for each dataset's own labels (DATA.labels.json) when it has them.",
     ),
     batch_size: int = typer.Option(8, "--batch-size", "-b"),
-    limit: int = typer.Option(0, "--limit", "-n", help="Only the first N docs of each dataset (0: all)."),
+    limit: int = typer.Option(0, "--limit", "-n", min=0, help="Only the first N docs of each dataset (0: all)."),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g"),
     tokenization: str = typer.Option(
         "reference",
@@ -172,9 +172,9 @@ def preprocess(
     if tokenizer is not None:
         from transformers import AutoTokenizer
 
-        from .backends import load_pretrained
+        from .backends import load_pretrained, trusts_remote_code
 
-        tok = load_pretrained(AutoTokenizer, tokenizer)
+        tok = load_pretrained(AutoTokenizer, tokenizer, trust_remote_code=trusts_remote_code(tokenizer))
     try:
         counts = run_preprocess(
             input_path,
@@ -399,7 +399,7 @@ def cot_data_command(
         "--gold-answer/--no-gold-answer",
         help="Answer each record with its annotated entities and keep it when the teacher's chain names them all (ReasoningNER's recipe), instead of checking the teacher's JSON.",
     ),
-    limit: int = typer.Option(0, "--limit", "-n", help="Only the first N records of each input (0: all)."),
+    limit: int = typer.Option(0, "--limit", "-n", min=0, help="Only the first N records of each input (0: all)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b"),
 ) -> None:
     """Build NER-CoT records (sentence, schema, cot, entities) in three resumable
@@ -507,7 +507,20 @@ def show(
 
     from .display import render_page
 
-    nlp = spacy.load(pipeline)
+    def fail(message: str) -> NoReturn:
+        typer.echo(f"Error: {message}", err=True)
+        raise typer.Exit(code=1)
+
+    if output.is_dir():
+        fail(f"{output} is a folder: give the HTML file to write (--output)")
+    try:  # before any model runs: an output that cannot be written fails now
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        fail(f"cannot write {output}: {err}")
+    try:
+        nlp = spacy.load(pipeline)
+    except (OSError, ValueError) as err:  # no such pipeline, a bad config: the message says which
+        fail(f"{type(err).__name__}: {err}")
     if component not in nlp.pipe_names:
         raise typer.BadParameter(f"the pipeline {pipeline} has no component '{component}' (it has {nlp.pipe_names})")
     lines: List[str] = []
@@ -518,8 +531,10 @@ def show(
         else:
             lines.append(text)
     docs = list(nlp.pipe(lines))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_page(docs, component), encoding="utf-8")
+    try:
+        output.write_text(render_page(docs, component), encoding="utf-8")
+    except OSError as err:
+        fail(f"cannot write {output}: {err}")
     typer.echo(f"Wrote {output} ({len(docs)} docs)")
 
 
@@ -538,7 +553,9 @@ def annotate(
     address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: a cluster address (ray://...)."),
 ) -> None:
     """Annotate a corpus into JSONL and/or DocBin shards, resumably: a rerun
-    skips the shards written, and retries those whose docs failed."""
+    skips the shards written, and retries those whose docs failed. A record
+    that can never be annotated is listed, with its line number, in its shard's
+    errors file (errors-00000.jsonl); the rest of its shard is written."""
     from .annotate import annotate as run
 
     try:
@@ -557,11 +574,13 @@ def annotate(
         )
     except ValueError as err:
         typer.echo(f"Error: {err}", err=True)
-        raise typer.Exit(2) from err
+        raise typer.Exit(2) from None
     typer.echo(
         f"{output}: {summary['written']} shards written, {summary['skipped']} already there, "
         f"{len(summary['failed'])} failed (of {summary['shards']})"
     )
+    for path, count in sorted(summary["bad_records"].items()):
+        typer.echo(f"{path}: {count} record{'s' * (count != 1)} that cannot be annotated (line and why)", err=True)
     for index, error in sorted(summary["failed"].items()):
         typer.echo(f"shard {index}: {error}", err=True)
     if summary["failed"]:

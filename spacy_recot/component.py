@@ -421,7 +421,7 @@ class RecotNER(Pipe):
         if todo:
             for i, answer in zip(todo, self.model([batch[i] for i in todo])):
                 answers[i] = answer
-                if not isinstance(answer, Exception):
+                if not isinstance(answer, Exception) and getattr(answer, "cacheable", True):
                     try:
                         self.cache.put(keys[i], answer)
                     except OSError as err:  # a full disk must not cost the answers already made

@@ -60,7 +60,8 @@ def read_conll(path: Path) -> Iterator[Sentence]:
     """Yield the sentences of a CoNLL BIO file, checking every line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte order mark (as some editors write) is not part of the first word.
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConllFormatError(f"{path}: no such file") from None
     except UnicodeDecodeError as err:
@@ -107,7 +108,13 @@ def read_conll(path: Path) -> Iterator[Sentence]:
 
 def read_label_file(path: Path) -> List[str]:
     """A GNER `label.txt`: one label a line."""
-    labels = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConllFormatError(f"{path}: no such label file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConllFormatError(f"{path}: not a readable label file ({err})") from None
+    labels = [line.strip() for line in text.splitlines()]
     labels = [label for label in labels if label]
     if "O" in labels:
         raise ConllFormatError(f"{path}: 'O' is not a label; list only entity types")
@@ -176,6 +183,11 @@ def convert(
     the whole file. `limit` keeps only the first N sentences (a dev slice).
     Returns the number of docs, the labels and the repair counts.
     """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be 0 (every sentence) or a number of sentences, not {limit!r}")
+    output_path = Path(output_path)
+    if output_path.is_dir():
+        raise ValueError(f"{output_path} is a folder: give the .spacy file to write")
     counts: Counter = Counter()
     label_map = load_label_map(label_map_path)
     sentences = list(read_conll(input_path))
@@ -194,7 +206,6 @@ def convert(
         labels = seen
     if limit:
         docs = docs[:limit]
-    output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     DocBin(docs=docs).to_disk(output_path)
     labels_file(output_path).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")

@@ -48,20 +48,23 @@ def _ends_abbreviation(text: str) -> bool:
 
 def rationale_sentences(rationale: str) -> List[str]:
     """The rationale cut into sentences (at . ! ? before a space, not after an
-    abbreviation, and at line breaks)."""
+    abbreviation, and at line breaks). Linear in its length: the pieces of a
+    sentence are joined once, when it ends."""
     sentences: List[str] = []
     pos = 0
-    pending = ""
+    pending: List[str] = []  # the pieces of a sentence that ran past abbreviations
     for m in SENTENCE_END_RE.finditer(rationale):
-        piece = pending + rationale[pos : m.start()]
+        piece = rationale[pos : m.start()]
         pos = m.end()
+        # (A piece before a space ends in . ! or ?: its last word is its own.)
         if "\n" not in m.group() and _ends_abbreviation(piece):
-            pending = piece + " "
+            pending.append(piece + " ")
             continue
-        pending = ""
-        if piece.strip():
-            sentences.append(piece.strip())
-    last = (pending + rationale[pos:]).strip()
+        sentence = ("".join(pending) + piece).strip()
+        pending = []
+        if sentence:
+            sentences.append(sentence)
+    last = ("".join(pending) + rationale[pos:]).strip()
     if last:
         sentences.append(last)
     return sentences
@@ -80,16 +83,20 @@ def reason_for(sentences: Sequence[str], text: str) -> Optional[str]:
 
 
 def _pairs_hook(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
-    """Keep duplicate keys by merging their lists instead of keeping the last."""
+    """Keep duplicate keys by merging their lists instead of keeping the last
+    (in place: the parser's own lists and objects, so an answer that repeats a
+    key many times costs its length, not its square)."""
     out: Dict[str, Any] = {}
     for key, value in pairs:
         if key in out and isinstance(out[key], list) and isinstance(value, list):
-            out[key] = out[key] + value
+            out[key].extend(value)
         elif key in out and isinstance(out[key], dict) and isinstance(value, dict):
-            merged = dict(out[key])
+            merged = out[key]
             for k, v in value.items():
-                merged[k] = merged.get(k, []) + v if isinstance(v, list) and isinstance(merged.get(k), list) else v
-            out[key] = merged
+                if isinstance(v, list) and isinstance(merged.get(k), list):
+                    merged[k].extend(v)
+                else:
+                    merged[k] = v
         else:
             out[key] = value
     return out
@@ -290,7 +297,9 @@ def find_spans(
     (`on_boundaries(start, end)`) are preferred, and among those the first
     that does not overlap a span already placed; a match off the token
     boundaries is counted (`off_token_boundaries`) and left for
-    `doc.char_span(..., alignment_mode=...)` to snap.
+    `doc.char_span(..., alignment_mode=...)` to snap. A string that lands on
+    a span it already placed (an answer repeating itself) is counted
+    (`duplicate_entity`), not placed twice.
 
     region (Tuple[int, int]): The character range searched (end -1: the end).
     all_occurrences (bool): Place a string at each of its occurrences.
@@ -302,6 +311,9 @@ def find_spans(
     placed: List[Tuple[int, int, str]] = []
     alternatives: List[List[Tuple[int, int, Optional[str]]]] = []
     find_after: Dict[str, int] = {}
+    # The region's characters covered by a placed span: an overlap test costs the
+    # candidate's length, not the number of spans placed.
+    taken = bytearray(max(region_end - region_start, 0))
 
     def occurrences(needle: str, start: int) -> Iterator[Tuple[int, int, Optional[str]]]:
         pos = text.find(needle, start, region_end)
@@ -320,8 +332,9 @@ def find_spans(
                 yield m.start(), m.end(), "tolerant_match"
 
     def overlaps(s: int, e: int) -> bool:
-        return any(s < pe and ps < e for ps, pe, _ in placed)
+        return taken.find(1, s - region_start, e - region_start) != -1
 
+    placed_set: set = set()
     for needle, label in entities:
         found: List[Tuple[int, int, Optional[str]]] = []
         after = find_after.get(label, region_start)
@@ -337,22 +350,18 @@ def find_spans(
             if not aligned:
                 counts["off_token_boundaries"] += 1
                 aligned = candidates[:1]
-            if begin != after and not all_occurrences:
-                counts["out_of_order"] += 1
-            free = [c for c in aligned if not overlaps(c[0], c[1])]
             if all_occurrences:
                 # Every occurrence, nested ones included (doc.ents resolves
                 # overlaps later), but only of the best kind of match: every
                 # exact occurrence, say, not also the lower-cased ones.
                 best = aligned[0][2]
-                seen = {(ps, pe) for ps, pe, pl in placed if pl == label}
-                for c in aligned:
-                    if c[2] == best and (c[0], c[1]) not in seen:
-                        seen.add((c[0], c[1]))
-                        found.append(c)
-                duplicate = not found
+                found = [c for c in dict.fromkeys(aligned) if c[2] == best and (c[0], c[1], label) not in placed_set]
             else:
-                found = [free[0] if free else aligned[0]]
+                choice = next((c for c in aligned if not overlaps(c[0], c[1])), aligned[0])
+                found = [choice] if (choice[0], choice[1], label) not in placed_set else []
+                if found and begin != after:
+                    counts["out_of_order"] += 1
+            duplicate = not found
             break
         if not found:
             counts["duplicate_entity" if duplicate else "not_found"] += 1
@@ -361,6 +370,8 @@ def find_spans(
             if kind:
                 counts[kind] += 1
             placed.append((s, e, label))
+            placed_set.add((s, e, label))
+            taken[s - region_start : e - region_start] = b"\x01" * (e - s)
             alternatives.append([c for c in aligned if c[2] == kind])
         find_after[label] = max(e for _, e, _ in found)
     if not all_occurrences:

@@ -222,7 +222,8 @@ class PackagedCausalBackend(HFCausalBackend):
         super().__init__(name, **kwargs)
 
     def load(self) -> None:
-        self._load_from(materialize(self.packaged.name), local_files_only=True)
+        # The cache folder holds the safetensors converted here: nothing to unpickle.
+        self._load_from(materialize(self.packaged.name), local_files_only=True, use_safetensors=True)
 
     def requirements(self) -> List[str]:
         # gguf: transformers reads the GGUF with it on first use.

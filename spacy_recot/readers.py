@@ -6,7 +6,9 @@ character spans, the rationale the model wrote and the counts of what it had
 to repair or drop. The component, `evaluate`, training's dev scorer and the
 GRPO rewards all read answers through `read_answer`, so an answer means the
 same thing everywhere. A model's answer is untrusted input: a reader never
-raises on it and never returns a span outside the chunk.
+raises on it, never returns a span outside the chunk, and takes time linear in
+its length (a server may ignore max_tokens): what an answer says past
+`item_limit(chunk)` entities or words is dropped and counted.
 
     >>> chunk = Chunk.from_words(["Barack", "Obama", "visited", "Paris", "."])
     >>> read_answer("bio", chunk, "Barack(B-person) Obama(I-person) visited(O) Paris(B-location) .(O)",
@@ -59,6 +61,10 @@ def read_bio(
     """
     counts: Counter = Counter()
     words, raw_tags = parse_bio(answer, counts)
+    limit = item_limit(chunk)
+    if len(words) > limit:
+        counts["words_cut"] += len(words) - limit
+        words, raw_tags = words[:limit], raw_tags[:limit]
     reference = list(written_words) if written_words is not None else chunk.words
     tags = align_tags(reference, words, raw_tags, counts)
     tags = normalize_tags(tags, labels, counts)
@@ -80,6 +86,10 @@ def read_entities(
     """
     counts: Counter = Counter()
     rationale, items = parse_entity_list(answer, labels, counts)
+    limit = item_limit(chunk)
+    if len(items) > limit:
+        counts["entities_cut"] += len(items) - limit
+        items = items[:limit]
     starts = {s for s, _ in chunk.offsets}
     ends = {e for _, e in chunk.offsets}
     spans = find_spans(
@@ -91,6 +101,15 @@ def read_entities(
         counts=counts,
     )
     return Reading(spans=spans, rationale=rationale, entities=items, counts=counts)
+
+
+def item_limit(chunk: Chunk) -> int:
+    """The most entities (entity-list output) or words (BIO output) read from an
+    answer about `chunk`: twice its words plus 16. A valid answer writes each
+    word, or names each mention, once; the room is for re-split words and a
+    mention under two labels. Past it an answer only repeats itself, and the
+    work of placing it would grow with its length times the chunk's."""
+    return 2 * len(chunk.words) + 16
 
 
 Reader = Callable[..., Reading]

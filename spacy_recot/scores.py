@@ -9,6 +9,7 @@ probabilities of the tokens that spell it in the answer: probability-like, in
 (0, 1], and comparable across entities of different lengths.
 """
 
+import bisect
 import json
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -21,12 +22,41 @@ class Answer(str):
     """A model's answer text that also carries its tokens' log-probabilities."""
 
     token_scores: Tuple[TokenScore, ...] = ()
+    # False for an answer that is read but must not be cached (one a server cut
+    # at the runaway cap: its ending is not the model's own).
+    cacheable: bool = True
 
     @classmethod
     def scored(cls, text: str, token_scores: Sequence[TokenScore]) -> "Answer":
         answer = cls(text)
         answer.token_scores = tuple(token_scores)
         return answer
+
+
+def checked_token_scores(length: int, token_scores: Any) -> Optional[Tuple[TokenScore, ...]]:
+    """`token_scores` for an answer of `length` characters as a tuple, or None
+    when they are not what a backend writes: (start, end, logprob) triples with
+    0 <= start <= end <= length, starts and ends in order, and log-probabilities
+    that are numbers at most 0 (-inf too: probability 0; never NaN), so that
+    every score is a probability in [0, 1]. Scores from a server or a cache
+    file are untrusted; this is their one check."""
+    if not isinstance(token_scores, (list, tuple)):
+        return None
+    checked: List[TokenScore] = []
+    last_start = last_end = 0
+    for item in token_scores:
+        if not isinstance(item, (list, tuple)) or len(item) != 3:
+            return None
+        start, end, logprob = item
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
+            return None
+        if isinstance(logprob, bool) or not isinstance(logprob, (int, float)) or not logprob <= 0.0:
+            return None
+        if not (last_start <= start <= end <= length and last_end <= end):
+            return None
+        last_start, last_end = start, end
+        checked.append((start, end, float(logprob)))
+    return tuple(checked)
 
 
 class TokenLogprobRecorder:
@@ -87,12 +117,28 @@ def scored_answer(tokenizer: Any, ids: Sequence[int], logprobs: Sequence[float],
     return Answer.scored(text, [(s, e, lp) for (s, e), lp in zip(offsets, logprobs) if e > s or lp < 0])
 
 
+class _TokenIndex:
+    """An answer's token scores, searchable by character span in logarithmic
+    time (their starts and ends are in order, as every backend writes them)."""
+
+    def __init__(self, token_scores: Sequence[TokenScore]):
+        self.starts = [s for s, _, _ in token_scores]
+        self.ends = [e for _, e, _ in token_scores]
+        self.logprobs = [lp for _, _, lp in token_scores]
+
+    def score(self, start: int, end: int) -> Optional[float]:
+        """The geometric mean probability of the tokens overlapping [start, end)."""
+        first = bisect.bisect_right(self.ends, start)  # the first token ending after `start`
+        last = bisect.bisect_left(self.starts, end)  # past the last token starting before `end`
+        logprobs = self.logprobs[first:last]
+        if not logprobs:
+            return None
+        return math.exp(sum(logprobs) / len(logprobs))
+
+
 def span_score(answer: Any, start: int, end: int) -> Optional[float]:
     """The geometric mean probability of the tokens overlapping answer[start:end]."""
-    logprobs = [lp for s, e, lp in getattr(answer, "token_scores", ()) if s < end and start < e]
-    if not logprobs:
-        return None
-    return math.exp(sum(logprobs) / len(logprobs))
+    return _TokenIndex(getattr(answer, "token_scores", ())).score(start, end)
 
 
 def entity_scores(answer: Any, entities: Sequence[Tuple[str, str]], start: int = 0) -> Dict[Tuple[str, str], float]:
@@ -101,13 +147,14 @@ def entity_scores(answer: Any, entities: Sequence[Tuple[str, str]], start: int =
     keyed by (lower-cased text, label). Empty when the answer has no scores."""
     if not getattr(answer, "token_scores", ()):
         return {}
+    index = _TokenIndex(answer.token_scores)  # once per answer, not per entity
     scores: Dict[Tuple[str, str], float] = {}
     pos = start
     for text, label in entities:
         for written in (json.dumps(text, ensure_ascii=False), json.dumps(text)):
             found = answer.find(written, pos)
             if found != -1:
-                score = span_score(answer, found + 1, found + len(written) - 1)
+                score = index.score(found + 1, found + len(written) - 1)
                 if score is not None:
                     key = (text.lower(), label)
                     scores[key] = max(score, scores.get(key, 0.0))

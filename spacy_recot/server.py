@@ -3,10 +3,13 @@
 Each prompt goes as the user turn of a chat request to `{base_url}/chat/completions`;
 up to `max_in_flight` requests of a batch are in flight at once. Transient
 failures (connection errors, timeouts, 408, 429, 5xx, a body that is not the
-JSON of a completion) are retried with exponential backoff; a request that
-still fails becomes that request's error, which the component hands with its
-doc to spaCy's error handler. The API key is read from the environment
-variable the config names, at request time: it is never stored.
+JSON of a completion, an empty answer or one cut at max_tokens) are retried
+with exponential backoff; a request that still fails becomes that request's
+error, which the component hands with its doc to spaCy's error handler. The
+timeout is a deadline for each try, however slowly the server sends. The API
+key is read from the environment variable the config names, at request time:
+it is never stored, and every message is redacted (the key, any Authorization
+header) before it is raised.
 
 With `constrained`, each request carries the JSON schema of its valid answers
 (the offered labels, entity strings from the text) as `response_format`, the
@@ -16,28 +19,50 @@ the tokens' log-probabilities (`logprobs`) give each entity its score.
 """
 
 import codecs
+import email.utils
+import functools
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from spacy.util import registry
 
 from .backends import Backend, ModelLoadError, answer_cap
 from .chunks import Request
 from .constraints import answer_schema, candidate_entities
-from .scores import Answer, TokenScore
+from .scores import Answer, TokenScore, checked_token_scores
 
 # Statuses worth another try: the server is busy, overloaded or restarting.
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
-# The longest wait between two tries, whatever the backoff or Retry-After says.
+# The longest wait between two tries, whatever the backoff says; a server that
+# asks (Retry-After) for a longer one fails the request at once.
 MAX_BACKOFF = 30.0
+
+# A quoted Authorization header's value (a header dump, a JSON echo of the
+# request's headers), a bearer token anywhere, a password in a URL.
+AUTHORIZATION_RE = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\r\n,;}\]]+")
+BEARER_RE = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;}\]]+")
+URL_PASSWORD_RE = re.compile(r"(://[^/\s:@]*:)[^/\s@]*@")
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """`text` with each of `secrets`, every Authorization header's value, bearer
+    token and URL password replaced by *** (as HTTP clients redact credentials):
+    for any message about a request, before it is cut to length."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = AUTHORIZATION_RE.sub(r"\1***", text)
+    text = BEARER_RE.sub(r"\1***", text)
+    return URL_PASSWORD_RE.sub(r"\1***@", text)
 
 
 class ServerError(RuntimeError):
@@ -45,38 +70,47 @@ class ServerError(RuntimeError):
 
 
 class Malformed(ValueError):
-    """The server answered 200 with a body that is not a chat completion."""
+    """The server answered 200 with a body that is not a usable chat completion."""
 
 
 def answer_from_message(message: Dict[str, Any], logprobs: Optional[Dict[str, Any]]) -> Answer:
     """The component's answer text for a chat completion's message: the reasoning
     as a `<think>` block, then the content, with token scores when the server
-    sent log-probabilities for the content."""
-    content = message.get("content") or ""
+    sent usable log-probabilities for the content."""
+    content = message.get("content")
+    content = content if isinstance(content, str) else ""
     reasoning = message.get("reasoning_content") or message.get("reasoning")
-    prefix = f"<think>{reasoning}</think>\n" if reasoning else ""
+    prefix = f"<think>{reasoning}</think>\n" if isinstance(reasoning, str) and reasoning else ""
     return Answer.scored(prefix + content, content_token_scores(content, logprobs, len(prefix)))
 
 
-def content_token_scores(content: str, logprobs: Optional[Dict[str, Any]], shift: int = 0) -> List[TokenScore]:
+def content_token_scores(content: str, logprobs: Any, shift: int = 0) -> List[TokenScore]:
     """Where each generated token lies in `content` (shifted by `shift`) and its
-    log-probability; [] when there are none or they do not spell the content
-    (a stop token after it is left out)."""
-    tokens = (logprobs or {}).get("content") or []
+    log-probability; [] when there are none, or they do not spell the content (a
+    stop token after it is left out), or any is not a log-probability (NaN,
+    above 0, not a number): a server's scores are untrusted, and never raise."""
+    tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(tokens, list):
+        return []
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     scores: List[TokenScore] = []
     text = ""
-    for token in tokens:
-        raw = token.get("bytes")
-        piece = decoder.decode(bytes(raw)) if raw is not None else token.get("token", "")
-        start = len(text)
-        text += piece
-        scores.append((start + shift, len(text) + shift, float(token.get("logprob", 0.0))))
-    text += decoder.decode(b"", final=True)
+    try:
+        for token in tokens:
+            raw = token.get("bytes")
+            piece = decoder.decode(bytes(raw)) if raw is not None else token.get("token", "")
+            start = len(text)
+            text += piece
+            scores.append((start + shift, len(text) + shift, token.get("logprob", 0.0)))
+        text += decoder.decode(b"", final=True)
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return []
     if not text.startswith(content):
         return []
     # The end-of-turn token the server lists after the content is not part of it.
-    return [(s, e, lp) for s, e, lp in scores if s - shift < len(content)]
+    end = len(content) + shift
+    kept = [(s, min(e, end), lp) for s, e, lp in scores if s < end]
+    return list(checked_token_scores(end, kept) or [])
 
 
 class OpenAICompatibleBackend(Backend):
@@ -110,6 +144,12 @@ class OpenAICompatibleBackend(Backend):
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValueError(
                 f"model.base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, not {base_url!r}"
+            )
+        if "@" in base_url.split("/")[2]:
+            # A config is saved with the pipeline: no secret may be in it.
+            raise ValueError(
+                f"model.base_url holds a user name or password ({redact(base_url)}): put the key in an "
+                "environment variable and name that variable in model.api_key_env"
             )
         for key, value in (("max_in_flight", max_in_flight), ("max_new_tokens", max_new_tokens)):
             if not isinstance(value, int) or value < 1:
@@ -167,6 +207,15 @@ class OpenAICompatibleBackend(Backend):
             )
         return {"Authorization": f"Bearer {key}"}
 
+    def _redact(self, text: str) -> str:
+        """`text` without the API key or any Authorization header (see `redact`)."""
+        return redact(text, [os.environ.get(self.api_key_env) or ""] if self.api_key_env else [])
+
+    def _quote(self, body: bytes, n: int) -> str:
+        """A body's first `n` characters for a message, redacted before the cut (a
+        key cut in two would not be found)."""
+        return self._redact(body.decode("utf-8", "replace"))[:n]
+
     def load(self) -> None:
         """Open the connection pool and check that the server serves the model."""
         import httpx
@@ -182,56 +231,94 @@ class OpenAICompatibleBackend(Backend):
         except ServerError as err:
             client.close()
             raise ModelLoadError(f"the server did not answer (model.base_url): {err}") from err
-        served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
+        data = listing.get("data")
+        models = [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+        served = [m.get("id") for m in models]
         # What the server says it serves under that name (vLLM: the weights' folder as `root`):
         # two models served under one name must not share cached answers.
-        entry = next((m for m in listing.get("data", []) if isinstance(m, dict) and m.get("id") == self.model_name), {})
+        entry = next((m for m in models if m.get("id") == self.model_name), {})
         self._served = {k: entry.get(k) for k in ("id", "root", "owned_by", "max_model_len") if k in entry}
         if served and self.model_name not in served:
             client.close()
-            raise ModelLoadError(f"{url} serves {served}, not {self.model_name!r} (model.model)")
-        if self.max_input_tokens is None:
-            lengths = [m.get("max_model_len") for m in listing.get("data", []) if m.get("id") == self.model_name]
-            if lengths and isinstance(lengths[0], int):
-                # The context holds the prompt and the answer.
-                self.max_input_tokens = max(lengths[0] - self.max_new_tokens, 1)
+            raise ModelLoadError(
+                f"{url} serves {self._redact(str(served))[:500]}, not {self.model_name!r} (model.model)"
+            )
+        length = entry.get("max_model_len")
+        if self.max_input_tokens is None and isinstance(length, int) and not isinstance(length, bool):
+            # The context holds the prompt and the answer.
+            self.max_input_tokens = max(length - self.max_new_tokens, 1)
         self._client = client
         self._word_tokens = {}
 
-    def _send(self, client: Any, method: str, url: str, body: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-        """One call with retries; the decoded JSON body, or a ServerError."""
+    def _attempt(self, client: Any, method: str, url: str, body: Optional[Dict[str, Any]]) -> Tuple[int, Any, bytes]:
+        """One try: the status, headers and body. `timeout` is a deadline for the
+        whole try, however slowly the server sends: httpx's timeouts bound each
+        wait, and the body's arrival is checked against the deadline."""
+        import httpx
+
+        deadline = time.monotonic() + self.timeout
+        with client.stream(method, url, json=body, headers=self._headers()) as response:
+            chunks = []
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(
+                        f"no whole answer within {self.timeout:g} s (model.timeout)", request=response.request
+                    )
+            return response.status_code, response.headers, b"".join(chunks)
+
+    def _send(
+        self,
+        client: Any,
+        method: str,
+        url: str,
+        body: Optional[Dict[str, Any]],
+        read: Optional[Callable[[Dict[str, Any]], Any]] = None,
+    ) -> Any:
+        """One call with retries: the decoded JSON object (or what `read` makes of
+        it; `read` raises Malformed for an unusable one, which is retried), or a
+        ServerError whose message holds no secret."""
         import httpx
 
         problem = ""
         for attempt in range(self.max_retries + 1):
-            wait = self.backoff * 2**attempt
+            wait = 0.0  # at least this long before the next try (Retry-After)
             try:
-                response = client.request(method, url, json=body, headers=self._headers())
+                status, headers, content = self._attempt(client, method, url, body)
             except httpx.TransportError as err:  # refused, reset, timed out
                 problem = f"{type(err).__name__}: {err}"
+                if isinstance(err, httpx.TimeoutException) and "model.timeout" not in problem:
+                    problem += f" (a wait longer than model.timeout, {self.timeout:g} s)"
             else:
-                if response.status_code == 200:
+                if status == 200:
                     try:
-                        data = response.json()
+                        data = json.loads(content)
                         if not isinstance(data, dict):
-                            raise Malformed("not a JSON object")
-                        return data
-                    except ValueError as err:
-                        problem = f"status 200 with a malformed body ({err}): {response.text[:200]!r}"
-                elif response.status_code in RETRY_STATUSES:
-                    problem = f"status {response.status_code}: {response.text[:200]}"
-                    after = response.headers.get("retry-after", "")
-                    if after.replace(".", "", 1).isdigit():
-                        wait = max(wait, float(after))
+                            raise Malformed("a body that is not a JSON object")
+                    except (ValueError, RecursionError) as err:
+                        problem = f"status 200 with a malformed body ({err}): {self._quote(content, 200)!r}"
+                    else:
+                        try:
+                            return read(data) if read is not None else data
+                        except Malformed as err:
+                            problem = f"status 200 with {err}"
+                elif status in RETRY_STATUSES:
+                    problem = f"status {status}: {self._quote(content, 200)}"
+                    wait = retry_after(headers.get("retry-after", ""))
+                    if wait > MAX_BACKOFF:
+                        problem += f" (it asks to retry after {wait:g} s, in Retry-After; this backend waits at most {MAX_BACKOFF:g} s)"
+                        break
                 else:
-                    hint = " (check the key in model.api_key_env)" if response.status_code in (401, 403) else ""
+                    hint = " (check the key in model.api_key_env)" if status in (401, 403) else ""
                     raise ServerError(
-                        f"{method} {url} failed with status {response.status_code}{hint}: {response.text[:500]}"
+                        self._redact(f"{method} {url} failed with status {status}{hint}: {self._quote(content, 500)}")
                     )
             if attempt < self.max_retries:
                 # Jitter keeps many clients from retrying in step.
-                time.sleep(min(wait, MAX_BACKOFF) * (0.5 + random.random() / 2))
-        raise ServerError(f"{method} {url} failed after {self.max_retries + 1} attempts; last: {problem}")
+                backoff = min(self.backoff * 2**attempt, MAX_BACKOFF) * (0.5 + random.random() / 2)
+                time.sleep(max(backoff, wait))
+        tries = f"after {attempt + 1} attempt{'s' if attempt else ''}"
+        raise ServerError(self._redact(f"{method} {url} failed {tries}; last: {problem}"))
 
     def fingerprint(self) -> Optional[str]:
         """What the server reports about the served model (its /v1/models entry)."""
@@ -256,7 +343,8 @@ class OpenAICompatibleBackend(Backend):
         if not isinstance(tokens, list) or (text and not tokens):
             # Another server's /tokenize (llama.cpp reads "content"): its counts cannot be used.
             if self._counter == "server":
-                raise ServerError(f"{self.root_url}/tokenize answered without tokens: {json.dumps(data)[:200]}")
+                answer = self._redact(json.dumps(data))
+                raise ServerError(f"{self.root_url}/tokenize answered without tokens: {answer[:200]}")
             self._counter = "local"
             return None
         self._counter = "server"
@@ -271,9 +359,11 @@ class OpenAICompatibleBackend(Backend):
                 )
             from transformers import AutoTokenizer
 
-            from .backends import load_pretrained
+            from .backends import load_pretrained, trusts_remote_code
 
-            self._local_tokenizer = load_pretrained(AutoTokenizer, self.tokenizer_name)
+            self._local_tokenizer = load_pretrained(
+                AutoTokenizer, self.tokenizer_name, trust_remote_code=trusts_remote_code(self.tokenizer_name)
+            )
         return self._local_tokenizer
 
     def count_tokens(self, texts: Sequence[str]) -> List[int]:
@@ -348,27 +438,60 @@ class OpenAICompatibleBackend(Backend):
             body["response_format"] = {"type": "json_schema", "json_schema": {"name": "entities", "schema": schema}}
         return body
 
-    def _complete(self, request: Request) -> Tuple[Any, Dict[str, Any]]:
-        """One request's answer (or the exception it ended in) and its token usage."""
+    def _completion(self, data: Dict[str, Any], runaway_cap: bool = False) -> Tuple[Answer, Any, bool]:
+        """A chat completion's answer, its `usage` field and whether the server sent
+        log-probabilities that could not be used; Malformed (a failed try) when
+        there is no answer: no message, an empty one, or one cut at max_tokens
+        (read, it would mean "no entities", and be cached as that).
+
+        runaway_cap (bool): max_tokens was the runaway cap (`answer_cap`, twice
+            the longest valid answer): an answer cut there repeats itself, and
+            asking again under greedy decoding gives the same. It is read in
+            part, as the in-process backends read theirs, and never cached."""
+        choices = data.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            raise Malformed(f"a body without a message: {self._redact(json.dumps(data))[:300]}")
+        cut = choice.get("finish_reason") == "length"
+        if cut and not runaway_cap:
+            raise Malformed("an answer cut at max_tokens (finish_reason 'length')")
+        content = message.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise Malformed(f"an empty answer (content {json.dumps(content)[:50]})")
+        logprobs = choice.get("logprobs")
+        answer = answer_from_message(message, logprobs)
+        if cut:
+            answer.cacheable = False
+        sent = isinstance(logprobs, dict) and bool(logprobs.get("content"))
+        return answer, data.get("usage"), sent and not answer.token_scores
+
+    def _complete(self, request: Request) -> Tuple[Any, Any, bool]:
+        """One request's answer (or the exception it ended in), its token usage and
+        whether its log-probabilities were unusable."""
         url = f"{self.base_url}/chat/completions"
         try:
-            data = self._send(self._client, "POST", url, self.body(request))
-            choice = (data.get("choices") or [None])[0]
-            if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
-                raise ServerError(f"POST {url} answered without a message: {json.dumps(data)[:300]}")
-            return answer_from_message(choice["message"], choice.get("logprobs")), data.get("usage") or {}
+            body = self.body(request)
+            read = functools.partial(self._completion, runaway_cap=body["max_tokens"] < self.max_new_tokens)
+            return self._send(self._client, "POST", url, body, read=read)
+        except ServerError as err:  # redacted already
+            return err, None, False
         except Exception as err:  # noqa: BLE001 - the request's own failure, reported with its doc
-            return err, {}
+            message = f"{type(err).__name__}: {err}"
+            redacted = self._redact(message)
+            return (err if redacted == message else ServerError(redacted)), None, False
 
     def generate(self, requests: Sequence[Request]) -> List[Any]:
         """One answer per request; a request that failed for good gives its exception."""
         with ThreadPoolExecutor(min(self.max_in_flight, len(requests))) as pool:
             results = list(pool.map(self._complete, requests))
         stats = self.__dict__.setdefault("stats", Counter())  # counted here, not in the threads
-        for _, usage in results:
-            stats["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
-            stats["generated_tokens"] += int(usage.get("completion_tokens") or 0)
-        return [answer for answer, _ in results]
+        for _, usage, unusable in results:
+            # The server's accounting is untrusted: a bad field counts as 0, and fails no doc.
+            stats["prompt_tokens"] += token_count(usage, "prompt_tokens")
+            stats["generated_tokens"] += token_count(usage, "completion_tokens")
+            stats["logprobs_unusable"] += unusable
+        return [answer for answer, _, _ in results]
 
     def close(self) -> None:
         """Close the connection pool (reopened on next use)."""
@@ -376,6 +499,26 @@ class OpenAICompatibleBackend(Backend):
             if self._client is not None:
                 self._client.close()
             self._client = None
+
+
+def token_count(usage: Any, key: str) -> int:
+    """`usage[key]` when it is a count of tokens (a non-negative integer), else 0."""
+    value = usage.get(key) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def retry_after(value: str) -> float:
+    """The seconds a Retry-After header asks to wait (a number of seconds or an
+    HTTP date); 0 when it says nothing usable."""
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return 0.0
+    return seconds if seconds > 0 else 0.0  # (NaN too)
 
 
 @registry.misc("spacy_recot.OpenAICompatible.v1")
@@ -402,12 +545,16 @@ def make_openai_compatible(
     base_url (str): The API's base, e.g. "http://127.0.0.1:8000/v1".
     model (str): The model name the server serves (vLLM: --served-model-name).
     api_key_env (Optional[str]): The environment variable that holds the API key;
-        the key itself never goes into the config.
+        the key itself never goes into the config, and is redacted from every
+        message.
     max_in_flight (int): Requests sent at once (the component's batch_size
         bounds how many a batch holds).
-    timeout (float): Seconds to wait for one answer.
+    timeout (float): Seconds one try may take, from the request to the last
+        byte of the answer (a deadline, however slowly the server sends).
     max_retries (int): Extra tries after a connection error, timeout, 408, 429,
-        5xx or malformed body, with exponential backoff from `backoff` seconds.
+        5xx, malformed body, or an empty answer or one cut at max_tokens, with
+        exponential backoff from `backoff` seconds (at least what a Retry-After
+        asks).
     max_input_tokens (Optional[int]): The largest prompt; None: the server's
         context length (from /v1/models) minus max_new_tokens.
     max_new_tokens (int): The longest answer (`max_tokens` of each request).

@@ -225,3 +225,45 @@ def reasoning_requests(sentences, labels=LABELS):
         chunk = Chunk.from_words(words)
         out.append(Request(prompt.render(chunk, labels), chunk, prompt.schema(labels)))
     return out
+
+
+# What the oracle pipeline (below) knows: each sentence's person.
+ORACLE_SENTENCES = [
+    "Barack Obama visited Paris .",
+    "Angela Merkel met Macron in Berlin .",
+    "Tim Cook works in Cupertino .",
+]
+
+
+@pytest.fixture(scope="session")
+def oracle_pipeline(tmp_path_factory) -> Path:
+    """A pipeline folder whose model answers with the gold entities of
+    ORACLE_SENTENCES (its first two words, a person): loads in a moment, runs
+    the whole component, and fails (error handler) on any other text."""
+    import spacy
+    from spacy.tokens import DocBin, Span
+
+    root = tmp_path_factory.mktemp("oracle_pipeline")
+    nlp = spacy.blank("en")
+    docs = [nlp(text) for text in ORACLE_SENTENCES]
+    for doc in docs:
+        doc.ents = [Span(doc, 0, 2, "person")]
+    DocBin(docs=docs).to_disk(root / "gold.spacy")
+    model = {"@misc": "spacy_recot.Oracle.v1", "gold": str(root / "gold.spacy"), "output_format": "entities"}
+    nlp.add_pipe("recot_ner", config={"labels": ["person"], "model": model})
+    nlp.to_disk(root / "pipeline")
+    return root / "pipeline"
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder this user cannot write in (root writes anywhere but in /sys)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/sys")):
+        try:
+            (candidate / "probe").touch()
+        except OSError:
+            return candidate
+        (candidate / "probe").unlink()
+    pytest.skip(f"no folder this user (uid {os.getuid()}) cannot write in")

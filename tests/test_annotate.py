@@ -13,7 +13,7 @@ from spacy_recot.annotate import annotate, read_records
 from spacy_recot.cli import app
 from spacy_recot.oracle import load_gold_docs
 
-from .conftest import GNER, LABELS, requires_data
+from .conftest import GNER, LABELS, ORACLE_SENTENCES, requires_data, unwritable_folder
 from .test_oracle import oracle_nlp
 
 runner = CliRunner()
@@ -159,3 +159,138 @@ def test_ray_actor_pool_writes_what_one_process_writes(gold, trained_qwen3_dir, 
                 assert docs_of(tmp_path / f"{name}-ray" / path.name) == docs_of(path), (name, path.name)
     finally:
         ray.shutdown()
+
+
+# -- bad records, bad input, bad output folders (no shared data needed) ----------------
+
+
+def write_jsonl(path: Path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def one_line_error(result):
+    """The CLI's error as it reaches the user: one line, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit), repr(result.exception)
+    (line,) = [line for line in result.output.splitlines() if line.strip()]
+    assert line.startswith("Error: ")
+    return line
+
+
+def test_a_record_that_can_never_be_annotated_goes_to_the_errors_file(oracle_pipeline, tmp_path):
+    lines = [
+        json.dumps({"id": 1, "text": ORACLE_SENTENCES[0]}),
+        json.dumps({"id": 2, "text": "x" * 1_000_001}),  # longer than spaCy's max_length
+        json.dumps({"id": 3, "text": "A lone \ud800 surrogate"}),  # valid JSON, not valid Unicode
+        json.dumps({"id": 4, "text": ORACLE_SENTENCES[1], "note": "\udc00"}),
+        '{"id": 5, "text": "' + ORACLE_SENTENCES[2] + '", "weight": NaN}',  # Python reads NaN; JSON has none
+        json.dumps({"id": 6, "text": ORACLE_SENTENCES[2]}),
+    ]
+    path = write_jsonl(tmp_path / "in.jsonl", lines)
+    result = runner.invoke(app, ["annotate", str(oracle_pipeline), str(path), str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "1 shards written" in result.output and "errors-00000.jsonl: 4 records" in result.output
+    out = read_jsonl(tmp_path / "out")
+    assert [(r["id"], [e["text"] for e in r["entities"]]) for r in out] == [(1, ["Barack Obama"]), (6, ["Tim Cook"])]
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors-00000.jsonl").open()]
+    assert [e["line"] for e in errors] == [2, 3, 4, 5]
+    assert "E088" in errors[0]["error"] and "surrogates not allowed" in errors[1]["error"]
+    assert all("\n" not in e["error"] for e in errors)
+    # The bad records are where they were: a rerun has nothing to do, and says so again.
+    again = runner.invoke(app, ["annotate", str(oracle_pipeline), str(path), str(tmp_path / "out")])
+    assert again.exit_code == 0 and "0 shards written, 1 already there" in again.output
+    assert "errors-00000.jsonl: 4 records" in again.output
+
+
+def test_the_input_is_read_whole_or_refused_naming_file_and_line(oracle_pipeline, tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(json.dumps({"text": ORACLE_SENTENCES[0]}).encode() + b'\n{"text": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"in.jsonl:2: not UTF-8 text"):
+        read_records(path)
+    write_jsonl(path, [json.dumps({"text": ORACLE_SENTENCES[0]}), "[" * 100_000 + "]" * 100_000])
+    with pytest.raises(ValueError, match=r"in.jsonl:2: not a JSON object \(nested too deeply\)"):
+        read_records(path)
+    for field in ("entities", "recot"):
+        write_jsonl(path, [json.dumps({"text": ORACLE_SENTENCES[0], field: ["gold"]})])
+        with pytest.raises(ValueError, match=rf"in.jsonl:1: has a field '{field}', which the output writes"):
+            read_records(path)
+    line = one_line_error(runner.invoke(app, ["annotate", str(oracle_pipeline), str(path), str(tmp_path / "out")]))
+    assert "in.jsonl:1" in line and not (tmp_path / "out").exists()
+    # A byte order mark is not part of the first record.
+    path.write_bytes("\ufeff".encode() + json.dumps({"text": ORACLE_SENTENCES[0]}).encode() + b"\n")
+    assert read_records(path) == [{"text": ORACLE_SENTENCES[0]}]
+
+
+def test_a_missing_pipeline_leaves_the_folder_free_for_the_right_one(oracle_pipeline, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [json.dumps({"text": t}) for t in ORACLE_SENTENCES])
+    line = one_line_error(
+        runner.invoke(app, ["annotate", str(tmp_path / "no_pipeline"), str(path), str(tmp_path / "out")])
+    )
+    assert "No pipeline at" in line and "no_pipeline" in line
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert annotate(str(oracle_pipeline), path, tmp_path / "out", show_progress=False)["written"] == 1
+
+
+def test_an_output_that_cannot_be_written_is_a_one_line_error(oracle_pipeline, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [json.dumps({"text": t}) for t in ORACLE_SENTENCES])
+    (tmp_path / "a-file").write_text("not a folder")
+    unwritable = unwritable_folder(tmp_path)
+    for output, says in (
+        (tmp_path / "a-file", "cannot be made"),
+        (tmp_path / "a-file" / "out", "cannot be made"),
+        (unwritable, "Cannot write in the output folder"),
+        (unwritable / "out", "cannot be made"),
+    ):
+        line = one_line_error(runner.invoke(app, ["annotate", str(oracle_pipeline), str(path), str(output)]))
+        assert says in line and str(output) in line, line
+
+
+def test_a_rerun_removes_what_a_killed_run_left_and_files_follow_the_umask(oracle_pipeline, tmp_path):
+    import os
+
+    path = write_jsonl(tmp_path / "in.jsonl", [json.dumps({"text": t}) for t in ORACLE_SENTENCES])
+    out = tmp_path / "out"
+    out.mkdir()
+    # What kill -9 leaves in the middle of writing a shard.
+    (out / ".shard-00000.jsonl.0123456789ab.tmp").write_text('{"text": "half a')
+    (out / ".manifest.json.0123456789ab.tmp").write_text("{")
+    old = os.umask(0o022)
+    try:
+        assert annotate(str(oracle_pipeline), path, out, fmt="both", show_progress=False)["written"] == 1
+    finally:
+        os.umask(old)
+    assert not list(out.glob("*.tmp"))
+    for name in ("shard-00000.jsonl", "shard-00000.spacy", "manifest.json"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_two_runs_never_write_one_folder_at_once(oracle_pipeline, tmp_path):
+    import fcntl
+    import os
+
+    path = write_jsonl(tmp_path / "in.jsonl", [json.dumps({"text": t}) for t in ORACLE_SENTENCES])
+    (tmp_path / "out").mkdir()
+    fd = os.open(tmp_path / "out" / ".annotate.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds the folder
+        (tmp_path / "out" / ".shard-00000.jsonl.0123456789ab.tmp").write_text("being written")
+        with pytest.raises(ValueError, match="Another annotate run is writing"):
+            annotate(str(oracle_pipeline), path, tmp_path / "out", show_progress=False)
+        assert (tmp_path / "out" / ".shard-00000.jsonl.0123456789ab.tmp").exists()  # not the other run's
+    finally:
+        os.close(fd)
+    assert annotate(str(oracle_pipeline), path, tmp_path / "out", show_progress=False)["written"] == 1
+
+
+def test_a_ray_actor_passes_bad_records_with_their_line_numbers(oracle_pipeline):
+    """What each Ray actor does with a shard (run here without Ray: the slow test
+    above runs the pool)."""
+    from spacy_recot.annotate import _ShardAnnotator
+
+    actor = _ShardAnnotator(str(oracle_pipeline), "jsonl", "text", None)
+    numbered = [[7, {"text": ORACLE_SENTENCES[0]}], [8, {"text": "x" * 1_000_001}]]
+    out = actor({"index": [3], "records": [json.dumps(numbered)]})
+    assert out["index"] == [3] and json.loads(out["failures"][0]) == []
+    assert [e["line"] for e in json.loads(out["errors"][0])] == [8]
+    assert [json.loads(line)["text"] for line in out["jsonl"][0].splitlines()] == [ORACLE_SENTENCES[0]]

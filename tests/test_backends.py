@@ -1,4 +1,7 @@
-"""The causal backend on real (tiny) Qwen3 models: chat template, thinking, batching."""
+"""The causal backend on real (tiny) Qwen3 models: chat template, thinking, batching;
+untrusted pipeline folders and byte payloads."""
+
+import shutil
 
 import pytest
 
@@ -40,8 +43,6 @@ def test_batched_left_padded_generation_matches_one_by_one(trained_qwen3_dir):
 
 
 def test_model_without_chat_template_is_refused(tmp_path, tiny_qwen3_dir):
-    import shutil
-
     from transformers import AutoTokenizer
 
     shutil.copytree(tiny_qwen3_dir, tmp_path / "m")
@@ -268,3 +269,157 @@ def test_non_finite_activations_fail_with_the_setting_to_change(tiny_qwen3_dir, 
         backend.model.model.embed_tokens.weight.fill_(float("inf"))
     with pytest.raises(FloatingPointError, match="model.dtype"):
         backend(reasoning_requests([TRAIN_SENTENCES[0][0]]))
+
+
+# -- untrusted pipelines: no code runs ------------------------------------------------
+
+
+def _pipeline_on_disk(model_dir, path):
+    import spacy
+
+    nlp = spacy.blank("en")
+    model = {"@misc": "spacy_recot.HFCausal.v2", "name_or_path": str(model_dir), "max_new_tokens": 8}
+    nlp.add_pipe("recot_ner", config={"labels": ["person"], "model": model})
+    nlp.to_disk(path)
+    return path
+
+
+def test_a_pipeline_folder_cannot_run_code_through_its_generation_settings(tiny_qwen3_dir, tmp_path):
+    import spacy
+    from spacy.util import load_config
+
+    marker = tmp_path / "code-ran"
+    recipe = tmp_path / "recipe"
+    (recipe / "custom_generate").mkdir(parents=True)
+    (recipe / "custom_generate" / "generate.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n\n\n"
+        "def generate(model, input_ids=None, **kwargs):\n    return input_ids\n"
+    )
+    pipeline = _pipeline_on_disk(tiny_qwen3_dir, tmp_path / "pipeline")
+    config = load_config(pipeline / "config.cfg")
+    config["components"]["recot_ner"]["model"]["generation"] = {
+        "custom_generate": str(recipe),
+        "trust_remote_code": True,
+    }
+    config.to_disk(pipeline / "config.cfg")
+    with pytest.raises(ValueError, match=r"model\.generation\.custom_generate: refused"):
+        spacy.load(pipeline)("Barack Obama visited Paris.")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("custom_generate", "org/recipe"),
+        ("trust_remote_code", True),
+        # Strategies transformers 5 fetches from the Hub as code.
+        ("penalty_alpha", 0.6),
+        ("dola_layers", "high"),
+        ("num_beam_groups", 2),
+        ("constraints", []),
+    ],
+)
+def test_generation_settings_that_load_code_are_refused_by_name(key, value):
+    from spacy_recot.backends import make_hf_seq2seq, make_hf_seq2seq_v3
+
+    for make in (make_hf_causal_v2, make_hf_seq2seq_v3):
+        with pytest.raises(ValueError, match=rf"model\.generation\.{key}: refused"):
+            make("x", generation={key: value})
+    for make in (make_hf_causal, make_hf_seq2seq):  # v1: the block replaces the defaults
+        with pytest.raises(ValueError, match=rf"model\.generation\.{key}: refused"):
+            make("x", generation={"max_new_tokens": 8, key: value})
+
+
+def test_generation_settings_are_those_the_backends_support():
+    from transformers import GenerationConfig
+
+    from spacy_recot.backends import GENERATION_SETTINGS
+
+    # Each is a setting of transformers' GenerationConfig (synced_gpus: an argument of generate).
+    assert GENERATION_SETTINGS - {"synced_gpus"} <= set(vars(GenerationConfig()))
+    with pytest.raises(ValueError, match=r"model\.generation\.return_dict_in_generate is not a generation setting"):
+        make_hf_causal_v2("x", generation={"return_dict_in_generate": True})
+    backend = make_hf_causal_v2("x", generation={"temperature": 0.7, "do_sample": True, "top_k": 5})
+    assert backend.generation == {"do_sample": True, "temperature": 0.7, "top_k": 5, "max_new_tokens": 1024}
+
+
+def _model_with_its_own_code(model_dir, folder, marker):
+    """A copy of `model_dir` whose config.json asks transformers to import its own
+    Python file (auto_map), which writes `marker` when imported."""
+    import json
+
+    shutil.copytree(model_dir, folder)
+    (folder / "recot_custom.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from transformers import Qwen3Config, Qwen3ForCausalLM\n\n\n"
+        "class CustomConfig(Qwen3Config):\n    model_type = 'recot_custom'\n\n\n"
+        "class CustomModel(Qwen3ForCausalLM):\n    config_class = CustomConfig\n"
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config.update(
+        model_type="recot_custom",
+        architectures=["CustomModel"],
+        auto_map={"AutoConfig": "recot_custom.CustomConfig", "AutoModelForCausalLM": "recot_custom.CustomModel"},
+    )
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_model_folder_with_its_own_code_runs_it_only_when_trusted_at_run_time(tiny_qwen3_dir, tmp_path, monkeypatch):
+    import spacy
+
+    from spacy_recot.backends import TRUST_REMOTE_CODE_ENV
+
+    marker = tmp_path / "code-ran"
+    # A careless user answers yes when transformers asks whether to run the folder's code.
+    monkeypatch.setattr("builtins.input", lambda *args: "y")
+    monkeypatch.delenv(TRUST_REMOTE_CODE_ENV, raising=False)
+    pipeline = _pipeline_on_disk(tiny_qwen3_dir, tmp_path / "pipeline")
+    shutil.rmtree(pipeline / "recot_ner" / "model")
+    _model_with_its_own_code(tiny_qwen3_dir, pipeline / "recot_ner" / "model", marker)
+    with pytest.raises(ModelLoadError, match="custom code"):
+        spacy.load(pipeline)
+    assert not marker.exists()
+    # A model named in the config: refused too, unless the user trusts it by name when running.
+    own = _model_with_its_own_code(tiny_qwen3_dir, tmp_path / f"custom_{tmp_path.name}", marker)
+    backend = make_hf_causal_v2(str(own), max_new_tokens=8)
+    with pytest.raises(ModelLoadError, match=TRUST_REMOTE_CODE_ENV):
+        backend.load()
+    assert not marker.exists()
+    # Trusting it never extends to a pipeline folder.
+    monkeypatch.setenv(TRUST_REMOTE_CODE_ENV, f"other/model, {own}")
+    with pytest.raises(ModelLoadError, match="custom code"):
+        spacy.load(pipeline)
+    assert not marker.exists()
+    backend.load()
+    assert marker.exists() and type(backend.model).__name__ == "CustomModel"
+
+
+@pytest.mark.parametrize(
+    "name", ["../escaped.bin", "sub/../../escaped.bin", "{abs}", "", ".", "a\\..\\..\\escaped.bin"]
+)
+def test_bytes_never_write_outside_their_folder(tmp_path, monkeypatch, name):
+    import tempfile
+
+    import srsly
+
+    from spacy_recot.backends import Backend
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where from_bytes unpacks
+    name = name.format(abs=tmp_path / "escaped.bin")
+    payload = srsly.msgpack_dumps({"files": {"config.json": b"{}", name: b"written"}})
+    with pytest.raises(ValueError, match="not a plain relative path"):
+        Backend().from_bytes(payload)
+    assert not list(tmp_path.glob("escaped.bin")) and not list(tmp_path.glob("*/escaped.bin"))
+
+
+def test_bytes_round_trip_a_folder_tree(tmp_path):
+    from spacy_recot.backends import _bytes_to_folder, _folder_to_bytes
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "c.json").write_bytes(b"{}")
+    (tmp_path / "top.txt").write_bytes(b"x")
+    _bytes_to_folder(_folder_to_bytes(tmp_path), tmp_path / "copy")
+    assert (tmp_path / "copy" / "a" / "b" / "c.json").read_bytes() == b"{}"
+    assert (tmp_path / "copy" / "top.txt").read_bytes() == b"x"

@@ -1,9 +1,11 @@
 """The response cache: a rerun reads the answers, the key follows what changes
 an answer, and several processes may write at once."""
 
+import json
 import multiprocessing
 from pathlib import Path
 
+import pytest
 import spacy
 
 from spacy_recot.cache import ResponseCache
@@ -15,11 +17,15 @@ from .conftest import LABELS
 TEXTS = ["Barack Obama visited Paris.", "Angela Merkel met Macron in Berlin.", "Nothing here."]
 
 
-def causal_nlp(model_dir: Path, cache_dir: Path, **model):
+def causal_nlp(model_dir: Path, cache_dir: Path, prompt=None, **model):
     nlp = spacy.blank("en")
     config = {"@misc": "spacy_recot.HFCausal.v2", "name_or_path": str(model_dir), "max_new_tokens": 24, **model}
-    nlp.add_pipe("recot_ner", config={"labels": LABELS, "model": config, "cache_dir": str(cache_dir)})
+    nlp.add_pipe("recot_ner", config={"labels": LABELS, "model": config, "cache_dir": str(cache_dir), "prompt": prompt})
     return nlp
+
+
+# What the trained tiny model answers well: its entities come with scores.
+REASONING = {"prompt": {"@misc": "spacy_recot.ReasoningNERPrompt.v1"}, "max_new_tokens": 100}
 
 
 def records(docs):
@@ -79,6 +85,49 @@ def test_an_unreadable_entry_is_a_miss_and_is_replaced(tmp_path):
     cache.put("ab" * 32, Answer.scored("second", [(0, 6, -0.2)]))
     answer = cache.get("ab" * 32)
     assert str(answer) == "second" and answer.token_scores == ((0, 6, -0.2),)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"text": 5, "token_scores": []},  # a number as text
+        {"text": "answer", "token_scores": [[0, 6]]},  # the wrong shape
+        {"text": "answer", "token_scores": [[0, 6, 1e308]]},  # not a log-probability
+        {"text": "answer", "token_scores": [[0, 6, "-0.1"]]},
+        {"text": "answer", "token_scores": [[0, 60, -0.1]]},  # past the text's end
+        {"text": "answer", "token_scores": [[3, 6, -0.1], [0, 3, -0.1]]},  # out of order
+        {"text": "answer", "token_scores": {"0": [0, 6, -0.1]}},
+        {"text": "answer"},
+        ["answer"],
+    ],
+)
+def test_an_entry_that_does_not_validate_is_a_miss(tmp_path, entry):
+    cache = ResponseCache(tmp_path)
+    cache.put("cd" * 32, Answer.scored("answer", [(0, 6, -0.1)]))
+    (tmp_path / "cd" / f"{'cd' * 32}.json").write_text(json.dumps(entry), encoding="utf-8")
+    assert cache.get("cd" * 32) is None and cache.stats["invalid"] == 1
+
+
+def test_corrupt_entries_are_regenerated_and_overwritten(trained_qwen3_dir, tmp_path):
+    nlp = causal_nlp(trained_qwen3_dir, tmp_path / "cache", **REASONING)
+    first = records(nlp.pipe(TEXTS))
+    assert any("score" in e for record, _ in first for e in record["entities"])
+    files = sorted((tmp_path / "cache").rglob("*.json"))
+    for i, path in enumerate(files):  # what a bad disk, an old bug or a hand edit leaves
+        data = json.loads(path.read_text(encoding="utf-8"))
+        scores = data["token_scores"]
+        data["token_scores"] = [[s, e] for s, e, _ in scores] if i % 2 else [[s, e, 1e308] for s, e, _ in scores]
+        data["token_scores"] = data["token_scores"] or [[0, 1]]
+        path.write_text(json.dumps(data), encoding="utf-8")
+    again = causal_nlp(trained_qwen3_dir, tmp_path / "cache", **REASONING)
+    assert records(again.pipe(TEXTS)) == first  # no error, no empty doc
+    pipe = again.get_pipe("recot_ner")
+    # Every corrupt entry was a miss, generated again and stored over the bad file.
+    assert pipe.cache.stats["invalid"] == pipe.cache.stats["stored"] == pipe.model.stats["requests"] > 0
+    assert sorted((tmp_path / "cache").rglob("*.json")) == files
+    third = causal_nlp(trained_qwen3_dir, tmp_path / "cache", **REASONING)
+    assert records(third.pipe(TEXTS)) == first
+    assert third.get_pipe("recot_ner").cache.stats["hits"] == pipe.model.stats["requests"]
 
 
 def _write_many(path: str, worker: int, n: int) -> int:

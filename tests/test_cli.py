@@ -4,6 +4,8 @@ from typer.testing import CliRunner
 
 from spacy_recot.cli import app
 
+from .conftest import ORACLE_SENTENCES, unwritable_folder
+
 runner = CliRunner()
 
 
@@ -110,3 +112,41 @@ def test_show_writes_a_page_with_scores_and_reasons(tmp_path, trained_qwen3_dir)
     assert page.startswith("<!DOCTYPE html>") and "Barack Obama" in page
     assert "person 0." in page or "person 1." in page  # the label carries the score
     assert "Barack Obama is a person." in page  # the reason, in the table
+
+
+def one_line_error(result, code=1):
+    """A command's error as it reaches the user: one line, no traceback."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)  # no crash
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+def test_convert_refuses_bad_limits_labels_and_outputs_in_one_line(tmp_path):
+    data = tmp_path / "test.txt"
+    data.write_text("Barack\tB-person\nObama\tI-person\n\nHi\tO\n", encoding="utf-8")
+    result = runner.invoke(app, ["convert", str(data), str(tmp_path / "x.spacy"), "-n", "-1"])
+    # (rich draws the usage error in a box, wrapped to the terminal: compare the words only)
+    words = " ".join(" ".join(line.strip(" │╭╮╰╯─") for line in result.output.splitlines()).split())
+    assert result.exit_code == 2 and "'--limit' / '-n': Input should be greater than or equal to 0" in words
+    assert not (tmp_path / "x.spacy").exists()
+    line = one_line_error(runner.invoke(app, ["convert", str(data), str(tmp_path / "x.spacy"), "-l", "missing.txt"]))
+    assert "missing.txt: no such label file" in line
+    (tmp_path / "out.spacy").mkdir()
+    assert "is a folder" in one_line_error(runner.invoke(app, ["convert", str(data), str(tmp_path / "out.spacy")]))
+    (tmp_path / "a-file").write_text("x")
+    line = one_line_error(runner.invoke(app, ["convert", str(data), str(tmp_path / "a-file" / "x.spacy")]))
+    assert "a-file" in line
+
+
+def test_show_fails_in_one_line_for_a_missing_pipeline_or_an_unwritable_page(oracle_pipeline, tmp_path):
+    line = one_line_error(runner.invoke(app, ["show", str(tmp_path / "none"), "Hi", "-o", str(tmp_path / "p.html")]))
+    assert "E050" in line and "none" in line
+    (tmp_path / "a-file").write_text("x")
+    for page in (tmp_path / "a-file" / "p.html", unwritable_folder(tmp_path) / "p.html", tmp_path):
+        line = one_line_error(runner.invoke(app, ["show", str(oracle_pipeline), ORACLE_SENTENCES[0], "-o", str(page)]))
+        assert str(page) in line
+    done = runner.invoke(app, ["show", str(oracle_pipeline), ORACLE_SENTENCES[0], "-o", str(tmp_path / "p.html")])
+    assert done.exit_code == 0 and "Barack Obama" in (tmp_path / "p.html").read_text()

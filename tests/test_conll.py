@@ -67,3 +67,24 @@ def test_crossner_with_label_map_matches_gner_labels(tmp_path):
     gner = (DATA / "gner" / "crossner_ai" / "label.txt").read_text().split("\n")
     assert n == 431
     assert set(labels) == {label for label in gner if label}
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_word(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffBarack\tB-person\nObama\tI-person\n".encode())
+    (label_path := tmp_path / "label.txt").write_bytes("\ufeffperson\n".encode())
+    assert [s.words for s in read_conll(path)] == [["Barack", "Obama"]]
+    n, labels, _ = convert(path, tmp_path / "bom.spacy", labels_path=label_path)
+    (doc,) = DocBin().from_disk(tmp_path / "bom.spacy").get_docs(Vocab())
+    assert labels == ["person"] and [e.text for e in doc.ents] == ["Barack Obama"]
+
+
+def test_bad_limits_labels_and_outputs_are_refused(tmp_path):
+    path = write(tmp_path, "x.txt", "a\tB-x\n\nb\tO\n")
+    with pytest.raises(ValueError, match="limit must be 0"):
+        convert(path, tmp_path / "x.spacy", limit=-1)  # it dropped the last sentence
+    with pytest.raises(ConllFormatError, match="missing.txt: no such label file"):
+        convert(path, tmp_path / "x.spacy", labels_path=tmp_path / "missing.txt")
+    (tmp_path / "folder.spacy").mkdir()
+    with pytest.raises(ValueError, match="folder.spacy is a folder"):
+        convert(path, tmp_path / "folder.spacy")

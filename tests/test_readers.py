@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spacy_recot.chunks import Chunk
-from spacy_recot.readers import read_answer, read_bio, read_entities
+from spacy_recot.readers import item_limit, read_answer, read_bio, read_entities
 
 LABELS = ["person", "location"]
 CHUNK = Chunk.from_words(["Barack", "Obama", "visited", "Paris", "."])
@@ -85,3 +85,29 @@ def test_seeded_fuzz_run_finds_no_exception_warning_or_bad_span():
     for fmt in ("bio", "entities"):
         assert summary[fmt]["exceptions_or_invalid_spans"] == 0, summary[fmt]["failures"][:3]
         assert summary[fmt]["warnings"] == 0 and summary[fmt]["spans"] > 100
+
+
+def test_a_huge_answer_reads_to_what_it_names_with_the_excess_counted():
+    """A server may ignore max_tokens: 1 MB repeating one entity (or one tagged
+    word) reads to the one span it names, and what was cut is counted (reading
+    it all was quadratic: 4.6 s for 72 KB; benchmarks/huge_answers.py times each kind)."""
+    mb = 1 << 20
+    limit = item_limit(CHUNK)
+    n = mb // len('"Obama", ')
+    reading = read_entities(CHUNK, '{"entities": {"person": [' + ", ".join(['"Obama"'] * n) + "]}}", LABELS)
+    assert reading.spans == [(7, 12, "person")]
+    assert reading.counts == {"entities_cut": n - limit, "duplicate_entity": limit - 1}
+    # The same key over and over: merged as the answer is parsed, not copied each time.
+    n = mb // len('"person": ["Obama"], ')
+    reading = read_entities(CHUNK, "{" + ", ".join(['"person": ["Obama"]'] * n) + "}", LABELS)
+    assert reading.spans == [(7, 12, "person")] and reading.counts["entities_cut"] == n - limit
+    n = mb // len("Obama(B-person) ")
+    reading = read_bio(CHUNK, "Obama(B-person) " * n, LABELS)
+    assert reading.spans == [(7, 12, "person")] and reading.counts["words_cut"] == n - limit
+
+
+def test_a_repeated_entity_is_placed_once():
+    chunk = Chunk.from_words(["Paris", "and", "Paris", "."])
+    reading = read_entities(chunk, '{"location": ["Paris", "Paris", "Paris"]}', LABELS)
+    assert reading.spans == [(0, 5, "location"), (10, 15, "location")]
+    assert reading.counts == {"duplicate_entity": 1}

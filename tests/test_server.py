@@ -44,7 +44,8 @@ def stub():
 
 def control(stub: str, **settings):
     defaults = {"fail": 0, "fail_status": 500, "slow": 0, "malformed": 0, "fail_match": None}
-    defaults.update({"key": None, "reasoning": None, "tokenize": True})
+    defaults.update({"echo": 0, "echo_status": 500, "cut": 0, "cut_as": "null", "trickle": 0, "retry_after": 0})
+    defaults.update({"key": None, "reasoning": None, "tokenize": True, "usage": None, "logprob": -0.1})
     httpx.post(f"{stub}/control", json={**defaults, **settings}).raise_for_status()
 
 
@@ -134,6 +135,50 @@ def test_api_key_read_from_the_environment_and_never_saved(stub, monkeypatch, tm
     assert "sk-secret-123" not in nlp.config.to_str()
 
 
+def _messages(err: BaseException):
+    """The error's message and those of every error it was raised from or in."""
+    while err is not None:
+        yield f"{type(err).__name__}: {err}"
+        err = err.__cause__ or err.__context__
+
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_the_api_key_never_reaches_an_error_message(stub, monkeypatch, status):
+    """A server (or a proxy) that echoes the request's headers in an error body."""
+    control(stub, key="sk-secret-123", echo=100, echo_status=status)
+    monkeypatch.setenv("RECOT_TEST_KEY", "sk-secret-123")
+    backend = OpenAICompatibleBackend(f"{stub}/v1", "stub", api_key_env="RECOT_TEST_KEY", max_retries=1, backoff=0.01)
+    with pytest.raises(ModelLoadError) as failed:
+        backend.load()  # GET /v1/models
+    messages = list(_messages(failed.value))
+    assert "/v1/models" in messages[0] and f"status {status}" in messages[0]
+    control(stub, key="sk-secret-123")
+    nlp = stub_nlp(stub, api_key_env="RECOT_TEST_KEY", max_retries=1)
+    nlp.get_pipe("recot_ner").model.load()
+    control(stub, key="sk-secret-123", echo=100, echo_status=status)
+    errors = []
+    nlp.set_error_handler(lambda name, proc, docs, err: errors.append(err))
+    assert list(nlp.pipe(SENTENCES[:1])) == []
+    messages += [m for err in errors for m in _messages(err)]
+    assert any("/v1/chat/completions" in m for m in messages)
+    for message in messages:
+        assert "sk-secret-123" not in message and "Bearer" not in message, message
+    assert any('"authorization": "***"' in m.lower() for m in messages)
+
+
+def test_a_key_is_never_put_in_the_url():
+    with pytest.raises(ValueError, match="model.api_key_env"):
+        OpenAICompatibleBackend("http://user:sk-secret@127.0.0.1:1/v1", "m")
+
+
+def test_redact_covers_headers_bearer_tokens_and_the_key():
+    from spacy_recot.server import redact
+
+    text = 'Authorization: Bearer sk-1\r\n{"authorization": "Basic dXNlcjpw"} token sk-1 bearer abc'
+    assert redact(text, ["sk-1"]) == 'Authorization: ***\r\n{"authorization": "***"} token *** bearer ***'
+    assert redact("nothing secret", ["sk-1"]) == "nothing secret"
+
+
 # -- faults: retries, then spaCy's error handler ------------------------------------
 
 
@@ -184,6 +229,92 @@ def test_failed_answers_are_not_cached(stub, tmp_path):
     control(stub)
     assert [d.ents[0].text for d in nlp.pipe(SENTENCES)] == ["Barack", "Angela", "Tim"]
     assert stats(stub)["chat"] == 1  # only the failed one is asked again
+
+
+@pytest.mark.parametrize("cut_as", ["null", "empty", "length"])
+def test_empty_or_cut_answers_are_failed_requests(stub, tmp_path, cut_as):
+    # Retried: the second try answers.
+    control(stub, cut=1, cut_as=cut_as)
+    doc = stub_nlp(stub, max_in_flight=1)(SENTENCES[0])
+    assert [e.text for e in doc.ents] == ["Barack"] and stats(stub)["chat"] == 2
+    # For good: the doc goes to the error handler and nothing is cached...
+    control(stub, cut=100, cut_as=cut_as)
+    nlp = stub_nlp(stub, max_retries=1)
+    nlp.get_pipe("recot_ner").cache = ResponseCache(tmp_path)
+    errors = []
+    nlp.set_error_handler(lambda name, proc, docs, err: errors.append(err))
+    assert list(nlp.pipe(SENTENCES[:1])) == []
+    assert len(errors) == 1 and isinstance(errors[0], ServerError)
+    assert ("length" if cut_as == "length" else "empty answer") in str(errors[0])
+    assert not [p for p in tmp_path.rglob("*.json")]
+    # ... so once the server heals, the answer is asked for again.
+    control(stub)
+    assert [e.text for e in nlp(SENTENCES[0]).ents] == ["Barack"] and stats(stub)["chat"] == 1
+
+
+def test_an_answer_cut_at_the_runaway_cap_is_read_in_part_and_never_cached(stub, tmp_path):
+    # With thinking off, max_tokens is the runaway cap (twice the longest valid
+    # answer): a cut there would come again on every try, so it is read as the
+    # in-process backends read theirs, and not kept in the cache.
+    control(stub, cut=100, cut_as="length")
+    nlp = stub_nlp(stub, thinking=False, max_retries=2)
+    nlp.get_pipe("recot_ner").cache = ResponseCache(tmp_path)
+    errors = []
+    nlp.set_error_handler(lambda name, proc, docs, err: errors.append(err))
+    docs = list(nlp.pipe(SENTENCES[:1]))
+    assert len(docs) == 1 and not errors and stats(stub)["chat"] == 1
+    assert not [p for p in tmp_path.rglob("*.json")]
+
+
+@pytest.mark.parametrize("usage", ["many", [1, 2], {"prompt_tokens": "x", "completion_tokens": [3]}, None])
+def test_a_bad_usage_field_fails_no_doc(stub, usage):
+    control(stub, usage=usage if usage is not None else {"prompt_tokens": -5})
+    nlp = stub_nlp(stub)
+    docs = list(nlp.pipe(SENTENCES))
+    assert [[e.text for e in d.ents] for d in docs] == [["Barack"], ["Angela"], ["Tim"]]
+    stats_ = nlp.get_pipe("recot_ner").model.stats
+    assert stats_["prompt_tokens"] == 0 and stats_["requests"] == len(SENTENCES)
+
+
+@pytest.mark.parametrize("logprob", ["nan", 48.0, "inf"])
+def test_scores_from_a_server_are_probabilities_or_none(stub, logprob):
+    control(stub, logprob=logprob)
+    nlp = stub_nlp(stub)
+    doc = nlp(SENTENCES[0])
+    record = doc.user_data["recot"]["recot_ner"]
+    assert [e["text"] for e in record["entities"]] == ["Barack"]
+    assert "score" not in record["entities"][0]  # unusable log-probabilities give no score
+    json.dumps(record, allow_nan=False)
+    assert nlp.get_pipe("recot_ner").model.stats["logprobs_unusable"] == 1
+    control(stub, logprob=-0.0)
+    assert nlp(SENTENCES[0]).user_data["recot"]["recot_ner"]["entities"][0]["score"] == 1.0
+
+
+def test_the_timeout_is_a_deadline_for_a_trickled_answer(stub):
+    """A server that sends its answer a byte at a time (each byte well within
+    the timeout) is cut off at the timeout, not when it is done."""
+    control(stub, trickle=100)  # every try: about 2.5 s of trickling, 0.05 s a byte
+    nlp = stub_nlp(stub, timeout=0.5, max_retries=1)
+    errors = []
+    nlp.set_error_handler(lambda name, proc, docs, err: errors.append(err))
+    start = time.monotonic()
+    assert list(nlp.pipe(SENTENCES[:1])) == []
+    assert time.monotonic() - start < 4.0  # two tries of 0.5 s, with a generous margin
+    assert len(errors) == 1 and "model.timeout" in str(errors[0]) and "after 2 attempts" in str(errors[0])
+
+
+def test_retry_after_is_a_minimum_wait(stub):
+    control(stub, retry_after=1, retry_after_value="1")
+    doc = stub_nlp(stub, backoff=0.01)(SENTENCES[0])
+    assert [e.text for e in doc.ents] == ["Barack"]
+    first, second = stats(stub)["times"]
+    assert second - first >= 1.0  # not the 0.01 s backoff
+    # A wait longer than the backend ever waits fails now instead of holding the doc.
+    control(stub, retry_after=10, retry_after_value="3600")
+    nlp = stub_nlp(stub, backoff=0.01)
+    with pytest.raises(ServerError, match="Retry-After"):
+        nlp(SENTENCES[0])
+    assert stats(stub)["chat"] == 1
 
 
 def test_server_killed_mid_batch_loses_no_doc():
