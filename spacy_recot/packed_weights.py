@@ -43,6 +43,20 @@ def _packed(weight: Any) -> Any:
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), ROWS_HINT)
 
 
+def onednn_packs(dtype: Any) -> bool:
+    """Whether oneDNN packs `dtype` weights on this CPU (float16 needs AVX-512
+    FP16 or AVX-NE-CONVERT; bfloat16 packs on any AVX-512 CPU)."""
+    import torch
+
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        _packed(torch.zeros(8, 8, dtype=dtype))
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
 def pack_linear_weights(model: Any) -> int:
     """Pack the bfloat16 or float16 weights of `model`'s linear layers on a CPU for
     oneDNN, except the output layer (the greedy loops read its rows) and

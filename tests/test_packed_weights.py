@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from spacy_recot.backends import HFCausalBackend
-from spacy_recot.packed_weights import pack_linear_weights
+from spacy_recot.packed_weights import onednn_packs, pack_linear_weights
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
@@ -18,8 +18,15 @@ def _linear_layers(model):
     return [m for m in model.modules() if type(m) is torch.nn.Linear]
 
 
+# float16 weights pack only on CPUs with float16 conversions (AVX-512 FP16, AVX-NE-CONVERT).
+HALF_DTYPES = [
+    pytest.param(dtype, marks=pytest.mark.skipif(not onednn_packs(dtype), reason=f"oneDNN packs no {dtype} here"))
+    for dtype in (torch.bfloat16, torch.float16)
+]
+
+
 @needs_onednn
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
 def test_packed_model_gives_the_same_outputs_and_state(tiny_qwen3_dir, tmp_path, dtype):
     plain, packed = _load(tiny_qwen3_dir, dtype), _load(tiny_qwen3_dir, dtype)
     n = pack_linear_weights(packed)
