@@ -23,9 +23,9 @@ import typer
 from results_io import write_results
 
 from spacy_recot.backends import resolve_dtype
-from spacy_recot.gqa_attention import NAME, use_gqa_attention
-from spacy_recot.packaged import DEFAULT_PACKAGED, materialize
-from spacy_recot.packed_weights import pack_linear_weights
+from spacy_recot.backends.packaged import DEFAULT_PACKAGED, materialize
+from spacy_recot.generation.gqa_attention import NAME, use_gqa_attention
+from spacy_recot.generation.packed_weights import pack_linear_weights
 
 
 def median_ms(fn: Callable[[], Any], repeats: int) -> float:

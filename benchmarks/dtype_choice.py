@@ -23,9 +23,9 @@ import torch
 import typer
 from results_io import machine, write_results
 
+from spacy_recot.backends.packaged import DEFAULT_PACKAGED, FAST_PACKAGED
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import read_examples
-from spacy_recot.packaged import DEFAULT_PACKAGED, FAST_PACKAGED
 
 MODELS = [FAST_PACKAGED, DEFAULT_PACKAGED]
 

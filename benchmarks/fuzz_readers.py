@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_io import write_results  # noqa: E402
 from spacy_recot.chunks import Chunk  # noqa: E402
-from spacy_recot.readers import OUTPUT_FORMATS, read_answer  # noqa: E402
+from spacy_recot.tasks import OUTPUT_FORMATS, read_answer  # noqa: E402
 
 LABELS = ["person", "location", "programming language", "award"]
 VOCAB = [

@@ -23,10 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_io import machine, write_results  # noqa: E402
+from spacy_recot.answers import Answer  # noqa: E402
 from spacy_recot.chunks import Chunk  # noqa: E402
-from spacy_recot.entities import rationale_sentences  # noqa: E402
-from spacy_recot.readers import read_answer  # noqa: E402
-from spacy_recot.scores import Answer, entity_scores  # noqa: E402
+from spacy_recot.tasks import read_answer  # noqa: E402
+from spacy_recot.tasks.confidence import entity_scores  # noqa: E402
+from spacy_recot.tasks.think import rationale_sentences  # noqa: E402
 
 LABELS = ["person"]
 CHUNK = Chunk.from_words("Barack Obama visited Paris .".split())

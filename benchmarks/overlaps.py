@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_io import write_results  # noqa: E402
-from spacy_recot.packaged import DEFAULT_PACKAGED  # noqa: E402
+from spacy_recot.backends.packaged import DEFAULT_PACKAGED  # noqa: E402
 
 SETS = ["crossner_ai", "crossner_literature", "crossner_music", "crossner_politics", "crossner_science", "mit-movie"]
 

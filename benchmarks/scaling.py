@@ -30,9 +30,9 @@ import typer
 from results_io import write_results
 
 from spacy_recot.annotate import annotate
+from spacy_recot.backends.packaged import FAST_PACKAGED
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import read_examples
-from spacy_recot.packaged import FAST_PACKAGED
 
 app = typer.Typer(add_completion=False)
 
@@ -113,8 +113,8 @@ def timed_runs(nlp, texts: List[str], runs: int, name: str, times: Dict, answers
 
 
 def bench_server(texts: List[str], labels: List[str], runs: int, tmp: Path) -> Dict[str, Any]:
-    from spacy_recot.packaged import materialize
-    from spacy_recot.server import local_vllm
+    from spacy_recot.backends.packaged import materialize
+    from spacy_recot.backends.vllm import local_vllm
 
     model_dir = materialize(FAST_PACKAGED)
     times: Dict[str, List[float]] = {"in-process default": [], "vLLM server": []}

@@ -17,9 +17,9 @@ import spacy
 import typer
 from results_io import write_results
 
+from spacy_recot.backends.packaged import FAST_PACKAGED
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import read_examples
-from spacy_recot.packaged import FAST_PACKAGED
 
 
 def main(

@@ -43,9 +43,9 @@ import typer
 from results_io import machine, write_results
 
 from spacy_recot.backends import resolve_dtype
+from spacy_recot.backends.packaged import DEFAULT_PACKAGED, FAST_PACKAGED
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import read_examples
-from spacy_recot.packaged import DEFAULT_PACKAGED, FAST_PACKAGED
 
 Ents = List[Tuple[int, int, str]]
 PLAIN = "plain loop (float32, batch 1, no grammar)"
@@ -267,10 +267,10 @@ def oracle_passes(choices: Any, gold: List[str]) -> List[List[str]]:
 def measure_seq2seq(data: Path, set_name: str, n: int, runs: int) -> Dict[str, Any]:
     import tempfile
 
-    from spacy_recot.bio_decoding import TagHead, WordChoices, unchanged_positions
     from spacy_recot.chunks import Chunk
     from spacy_recot.conll import read_conll
-    from spacy_recot.prompts import make_gner_prompt
+    from spacy_recot.generation.bio_forced import TagHead, WordChoices, unchanged_positions
+    from spacy_recot.tasks import make_gner_prompt
     from spacy_recot.tiny import train_t5_tokenizer
 
     path = data / set_name / "test.spacy"

@@ -94,7 +94,7 @@ def main(
     parts: str = typer.Option("b,c", "--parts"),
 ) -> None:
     from spacy_recot import cot_data as cd
-    from spacy_recot.packaged import materialize
+    from spacy_recot.backends.packaged import materialize
 
     base = str(materialize("qwen2.5-coder-0.5b-instruct"))
     work.mkdir(parents=True, exist_ok=True)

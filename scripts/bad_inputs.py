@@ -169,9 +169,9 @@ def cases() -> List[Case]:
             "could not provide it",
         ),
         (
-            "a dtype torch does not have",
+            "a dtype torch does not have (refused by spaCy's config check)",
             _pipe({"labels": ["a"], "model": {**seq2seq, "dtype": "float7"}}),
-            "model.dtype",
+            "model -> dtype",
         ),
         (
             "an unknown packaged model",

@@ -1,6 +1,6 @@
 """spacy-recot: zero-shot named entity recognition with generative models for spaCy."""
 
-from . import backends, oracle, packaged, prompts, server  # noqa: F401  (registers the spacy_recot.* functions)
+from . import backends, oracle, tasks  # noqa: F401  (registers the spacy_recot.* functions)
 from .component import RecotNER, make_recot_ner
 
 __version__ = "0.1.0"

@@ -21,8 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from .answers import Answer, checked_token_scores
 from .chunks import Request
-from .scores import Answer, checked_token_scores
 
 
 class ResponseCache:
@@ -42,7 +42,7 @@ class ResponseCache:
         data = {
             "model": identity,
             "prompt": request.prompt,
-            "labels": list(request.labels),
+            "labels": list(request.schema),
             "words": list(request.chunk.words),
             "answer_budget": request.answer_budget,
         }

@@ -8,7 +8,7 @@ says about a chunk maps straight back onto the original doc.
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc
 
@@ -57,19 +57,26 @@ class Chunk:
 
 @dataclass
 class Request:
-    """What a backend is asked: a prompt, and the chunk it was made from.
+    """What a backend is asked: a prompt, and what its answer may be.
 
-    Model backends read `prompt` (a BIO-forcing backend also the chunk's
-    words and the labels); the oracle backend reads the chunk to look up the
-    gold answer. `answer_budget` is what the longest valid answer costs in the
-    model's tokens, reasoning aside (None when unknown): a backend may stop an
-    answer that runs far past it.
+    prompt (str): The model input (the backend wraps it in its chat template).
+    chunk (Chunk): The words the prompt was made from: the component reads
+        the answer back onto them (and the oracle backend looks up the gold
+        answer by them); a model backend never reads it.
+    schema (List[str]): The labels as the prompt shows them.
+    answer_budget (Optional[int]): What the longest valid answer costs in the
+        model's tokens, reasoning aside (None when unknown): a backend may stop
+        an answer that runs far past it.
+    constraint: The valid answers, as the task describes them for a backend
+        that enforces them (`tasks.grammar.EntityListConstraint`,
+        `tasks.bio.BIOConstraint`); None when there is none.
     """
 
     prompt: str
     chunk: Chunk
-    labels: List[str] = field(default_factory=list)
+    schema: List[str] = field(default_factory=list)
     answer_budget: Optional[int] = None
+    constraint: Any = None
 
 
 def doc_words(doc: Doc) -> Chunk:

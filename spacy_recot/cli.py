@@ -231,7 +231,7 @@ def init_pipeline(
     `spacy evaluate` and `spacy package` take it as it is."""
     import spacy
 
-    from .prompts import BIO_PROMPTS
+    from .tasks import BIO_PROMPTS
 
     prompts = {**BIO_PROMPTS, "reasoning": "spacy_recot.ReasoningNERPrompt.v1"}
     if prompt not in prompts:

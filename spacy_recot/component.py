@@ -20,13 +20,12 @@ from spacy.training import Example
 from spacy.util import filter_spans, minibatch, registry
 from tqdm import tqdm
 
-from .backends import Backend, ModelLoadError
+from .backends import Backend
 from .cache import ResponseCache
 from .chunks import Chunk, Request, doc_words, sentence_starts, split_chunk
-from .entities import rationale_sentences, reason_for
-from .labels import check_labels
-from .readers import CharSpan, Reading, read_answer
-from .scores import entity_scores
+from .errors import ModelLoadError
+from .tasks import CharSpan, Reading, Task
+from .tasks.think import rationale_sentences, reason_for
 
 USER_DATA_KEY = "recot"
 ALIGNMENT_MODES = ("strict", "contract", "expand")
@@ -180,7 +179,9 @@ class RecotNER(Pipe):
         self.vocab = vocab
         self.model = model
         self.name = name
-        self.prompt = prompt if prompt is not None else registry.misc.get(model.default_prompt)()
+        # The task: the prompt, the format of its answers and how they are read
+        # (the config's key is `prompt`: a registered prompt returns a task).
+        self.task: Task = prompt if prompt is not None else registry.misc.get(model.default_prompt)()
         self._check_formats()
         self.labels = list(labels)
         self.label_descriptions = self._check_descriptions(label_descriptions)
@@ -209,26 +210,27 @@ class RecotNER(Pipe):
         self.cfg: Dict[str, Any] = {}
 
     def _check_formats(self) -> None:
-        """The prompt's output format must be one the backend can write."""
-        wanted = self.prompt.output_format
+        """The task's output format must be one the backend can write."""
+        wanted = self.task.output_format
         if wanted not in self.model.output_formats:
-            hint = {
-                "bio": "a BIO prompt: spacy_recot.ReCoTPrompt.v1 or spacy_recot.GNERPrompt.v1",
-                "entities": "an entity-list prompt: spacy_recot.ZeroShotJSONPrompt.v1 or "
-                "spacy_recot.ReasoningNERPrompt.v1",
-            }
+            # What the backend writes, as its default prompt's task names it.
+            hint = registry.misc.get(self.model.default_prompt)().suggestion
             raise ValueError(
-                f"components.{self.name}: the prompt {type(self.prompt).__name__} asks for '{wanted}' "
+                f"components.{self.name}: the prompt {type(self.task).__name__} asks for '{wanted}' "
                 f"output, but the model backend {type(self.model).__name__} writes only "
                 f"{' or '.join(repr(f) for f in self.model.output_formats)} output. Use "
-                f"{hint[self.model.output_formats[0]]} (or leave components.{self.name}.prompt "
-                "unset for the backend's default)"
+                f"{hint} (or leave components.{self.name}.prompt unset for the backend's default)"
             )
 
     @property
+    def prompt(self) -> Task:
+        """The task (as the config calls it: `prompt`)."""
+        return self.task
+
+    @property
     def output_format(self) -> str:
-        """How answers are written and read: "bio" or "entities" (the prompt's)."""
-        return self.prompt.output_format
+        """How answers are written and read (the task's format)."""
+        return self.task.output_format
 
     @property
     def labels(self) -> List[str]:
@@ -237,7 +239,7 @@ class RecotNER(Pipe):
 
     @labels.setter
     def labels(self, value: Sequence[str]) -> None:
-        self._labels = check_labels(value, f"components.{self.name}.labels", self.output_format)
+        self._labels = self.task.check_labels(value, f"components.{self.name}.labels")
         self._sync_config()
 
     @property
@@ -439,13 +441,13 @@ class RecotNER(Pipe):
             return []
         self._ensure_loaded()
         limits = limits if limits is not None else self._limits()
-        groups = [(group, self.prompt.schema(group)) for group in self.prompt.label_groups(self.labels)]
+        groups = [(group, self.task.schema(group)) for group in self.task.label_groups(self.labels)]
         requests = []
         for chunk in self._chunks(doc, limits):
             budget = self._answer_budget(chunk, limits)
             for group, schema in groups:
-                prompt = self.prompt.render(chunk, group, self.label_descriptions)
-                requests.append(Request(prompt, chunk, schema, budget))
+                prompt = self.task.render(chunk, group, self.label_descriptions)
+                requests.append(Request(prompt, chunk, schema, budget, self.task.constraint(chunk, schema)))
         return requests
 
     def _answer_budget(self, chunk: Chunk, limits: Tuple[Optional[int], Optional[int], int, int]) -> Optional[int]:
@@ -464,10 +466,10 @@ class RecotNER(Pipe):
         per_word = fixed = 0
         if self.model.max_input_tokens is not None:
             empty = Chunk(text="", words=[], offsets=[])
-            prompt = self.prompt.render(empty, self.labels, self.label_descriptions)
+            prompt = self.task.render(empty, self.labels, self.label_descriptions)
             room_in = max(self.model.max_input_tokens - self.model.prompt_tokens(prompt), 1)
         if self.model.max_new_tokens is not None:
-            fixed, per_word = self.prompt.answer_budget(self.labels, self.model.count_tokens)
+            fixed, per_word = self.task.answer_budget(self.labels, self.model.count_tokens)
             room_out = max(self.model.max_new_tokens - fixed, 1)
         return room_in, room_out, per_word, fixed
 
@@ -490,13 +492,12 @@ class RecotNER(Pipe):
     # -- annotations --------------------------------------------------------
 
     def read(self, request: Request, answer: str) -> Reading:
-        """Read one answer with the reader of the prompt's output format."""
-        return read_answer(
-            self.output_format,
+        """Read one answer with the task: spans, their scores, the rationale, counts."""
+        return self.task.read(
             request.chunk,
             answer,
             self.labels,
-            written_words=self.model.roundtrip(request.chunk.words) if self.output_format == "bio" else None,
+            roundtrip=self.model.roundtrip,
             all_occurrences=self.all_occurrences,
         )
 
@@ -519,23 +520,6 @@ class RecotNER(Pipe):
                 taken.update(range(span.start, span.end))
         return sorted(kept, key=lambda s: s.start)
 
-    def _span_scores(self, doc: Doc, answer: str, reading: Reading) -> Dict[CharSpan, float]:
-        """A confidence per span of an entity-list answer, from the probabilities
-        of the tokens that wrote its string (`spacy_recot.scores`); empty when
-        the backend gives no token probabilities."""
-        if self.output_format != "entities" or not getattr(answer, "token_scores", ()):
-            return {}
-        think_end = answer.find("</think>")
-        by_text = entity_scores(answer, reading.entities, think_end + len("</think>") if think_end != -1 else 0)
-        loose = {("".join(ch for ch in text if ch.isalnum()), label): score for (text, label), score in by_text.items()}
-        out: Dict[CharSpan, float] = {}
-        for start, end, label in reading.spans:
-            text = doc.text[start:end].lower()
-            score = by_text.get((text, label), loose.get(("".join(ch for ch in text if ch.isalnum()), label)))
-            if score is not None:
-                out[(start, end, label)] = score
-        return out
-
     def set_annotations(self, doc: Doc, pairs: Sequence[Tuple[Request, str]]) -> None:
         """Read the answers for a doc's chunks and set its entities."""
         counts: Counter = Counter()
@@ -548,7 +532,7 @@ class RecotNER(Pipe):
             char_spans.extend(reading.spans)
             if reading.rationale:
                 rationales.append(reading.rationale)
-            for span, score in self._span_scores(doc, output, reading).items():
+            for span, score in reading.scores.items():
                 scores[span] = max(score, scores.get(span, 0.0))
         if len(pairs) > 1:
             # Overlapping windows see the same entity twice: keep it once.

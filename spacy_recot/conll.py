@@ -8,7 +8,6 @@ line that fits neither fails with the file name and line number.
 """
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
-from .bio import repair_orphans
+from .tasks.bio_tags import COLUMN_TAG_RE, repair_orphans
 
-TAG_RE = re.compile(r"^(O|[BI]-\S.*)$")
 SKIP_LINES = ("-DOCSTART-",)
 
 
@@ -45,8 +43,8 @@ def _detect_layout(path: Path, lines: Sequence[str]) -> str:
         cols = _columns(line.rstrip("\r\n"))
         if len(cols) < 2 or cols[0] in SKIP_LINES:
             continue
-        last_is_tag = bool(TAG_RE.match(cols[-1].strip()))
-        first_is_tag = bool(TAG_RE.match(cols[0].strip()))
+        last_is_tag = bool(COLUMN_TAG_RE.match(cols[-1].strip()))
+        first_is_tag = bool(COLUMN_TAG_RE.match(cols[0].strip()))
         if last_is_tag and not first_is_tag:
             votes["word_first"] += 1
         elif first_is_tag and not last_is_tag:
@@ -90,7 +88,7 @@ def read_conll(path: Path) -> Iterator[Sentence]:
             )
         word, tag = (cols[0], cols[-1]) if layout == "word_first" else (cols[1], cols[0])
         word, tag = word.strip(), tag.strip()
-        if not TAG_RE.match(tag):
+        if not COLUMN_TAG_RE.match(tag):
             expected = "word<TAB>tag" if layout == "word_first" else "tag<TAB>word"
             raise ConllFormatError(
                 f"{path}:{number}: expected '{expected}' with a BIO tag (O, B-type, I-type), "

@@ -31,9 +31,8 @@ from tqdm import tqdm
 from .chunks import Chunk, Request
 from .instruction_data import InstructionDataError, read_json_records
 from .labels import LabelMatcher
-from .prompts import REASONING_NER_TEMPLATE
-from .readers import read_entities
 from .rewards import answer_text, entity_pairs
+from .tasks import REASONING_NER_TEMPLATE, EntityListPrompt, read_entities
 
 Record = Dict[str, Any]
 
@@ -50,6 +49,8 @@ JUDGE_TEMPLATE = (
     "On a scale from 0 to 10, how well does the reasoning justify exactly these entities "
     "for this sentence, with nothing missing and nothing wrong? Answer with one integer."
 )
+# The teacher answers ReasoningNER's prompt: an entity list.
+TEACHER_TASK = EntityListPrompt()
 SCORE_RE = re.compile(r"\b(10|[0-9])\b")
 
 
@@ -234,14 +235,16 @@ def annotate(
         todo = [r for r in records if r["guid"] not in out.done]
         counts["already_done"] = len(out.done)
         for batch in tqdm(list(_batches(todo, batch_size)), desc="annotate", disable=not show_progress):
-            requests = [
-                Request(
-                    teacher_prompt(r, show_gold),
-                    Chunk.from_text(r["sentence"]),
-                    sorted(label.lower() for label in r["schema"]),
+            requests = []
+            for r in batch:
+                chunk = Chunk.from_text(r["sentence"])
+                schema = sorted(label.lower() for label in r["schema"])
+                # The answer's JSON: an entity-list answer, constrained when the teacher is.
+                requests.append(
+                    Request(
+                        teacher_prompt(r, show_gold), chunk, schema, constraint=TEACHER_TASK.constraint(chunk, schema)
+                    )
                 )
-                for r in batch
-            ]
             for record, request, answer in zip(batch, requests, teacher(requests)):
                 reading = read_entities(request.chunk, answer, record["schema"])
                 entities = [{"text": record["sentence"][s:e], "label": label} for s, e, label in reading.spans]
@@ -487,7 +490,7 @@ def chat_example(record: Record, prompt: Any = None, with_cot: bool = True) -> R
     inference), the assistant turn `<think>\\n{cot}\\n</think>\\n{json}` (`with_cot`
     false: the JSON alone, the paper's ablation). The sentence, schema and
     entities stay as columns for the rewards."""
-    from .prompts import make_reasoning_ner_prompt
+    from .tasks import make_reasoning_ner_prompt
 
     prompt = prompt or make_reasoning_ner_prompt()
     chunk = Chunk.from_text(record["sentence"])

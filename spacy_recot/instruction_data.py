@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .bio import tags_to_spans
 from .chunks import Chunk, split_chunk
-from .prompts import bio_prompt, spans_to_tags
+from .tasks import bio_prompt, spans_to_tags
+from .tasks.bio_tags import tags_to_spans
 
 QUESTION_PREFIX = "What describes "
 QUESTION_SUFFIX = " in the text?"

@@ -3,9 +3,8 @@
 Models write labels back in their own spelling ("Person", "programming  language",
 ReasoningNER's lower-cased schema), so answers are matched to the offered labels
 by `fold_label`: case-insensitively with runs of whitespace folded. Two offered
-labels that fold to the same key could not be told apart in an answer, and BIO
-output cannot carry a label with a parenthesis or a line break in it: both are
-refused when the labels are set.
+labels that fold to the same key could not be told apart in an answer: they
+are refused when the labels are set.
 """
 
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -16,13 +15,12 @@ def fold_label(label: str) -> str:
     return " ".join(str(label).lower().split())
 
 
-def check_labels(labels: Sequence[str], key: str, output_format: Optional[str] = None) -> List[str]:
+def check_labels(labels: Sequence[str], key: str) -> List[str]:
     """The labels, stripped, or a `ValueError` naming `key` and what is wrong.
 
     An empty list is allowed here (the component fills it at `initialize` or
-    by `add_label`); the component refuses to run without labels.
-    output_format (Optional[str]): "bio" also refuses labels that the
-        `word(B-label)` format cannot carry.
+    by `add_label`); the component refuses to run without labels. A task may
+    refuse more (the BIO task: labels its format cannot carry).
     """
     if isinstance(labels, str) or not isinstance(labels, (list, tuple)):
         raise ValueError(f"{key} must be a list of label names, not {labels!r}")
@@ -39,13 +37,6 @@ def check_labels(labels: Sequence[str], key: str, output_format: Optional[str] =
             raise ValueError(
                 f"{key}: {other!r} and {label!r} differ only in case or spacing; a model's "
                 "answer cannot tell them apart, so keep one of them"
-            )
-    if output_format == "bio":
-        unfit = [label for label in cleaned if any(ch in label for ch in "()\n\r")]
-        if unfit:
-            raise ValueError(
-                f"{key}: {unfit!r} hold a parenthesis or a line break, which the BIO output "
-                "format `word(B-label)` cannot carry; rename them (e.g. 'unit (SI)' -> 'SI unit')"
             )
     return list(cleaned)
 

@@ -21,7 +21,7 @@ from spacy.vocab import Vocab
 from .backends import Backend
 from .chunks import Chunk, Request
 from .conll import read_conll, read_docbin, sentences_to_docs
-from .prompts import WordSpan, entity_json, spans_to_tags
+from .tasks import WordSpan, entity_json, spans_to_tags
 
 NOISE_MODES = ("lowercase", "sentencepiece", "drop_word", "insert_word")
 OUTPUT_FORMATS = ("bio", "entities")

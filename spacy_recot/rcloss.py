@@ -10,11 +10,11 @@ more than any other slip, which pushes the model towards recall.
 import re
 from typing import Any, List, Optional, Sequence, Tuple
 
-from .bio import TAG_PATTERN
+from .tasks.bio_tags import TAG_PATTERN
 
 # A tag as GNER writes it (the reader's pattern), right after its word and
 # followed by a space or the end of the text: in a target, that is a tag.
-TAG_RE = re.compile(TAG_PATTERN + r"(?= |$)")
+TARGET_TAG_RE = re.compile(TAG_PATTERN + r"(?= |$)")
 
 
 def recall_oriented_loss(
@@ -62,7 +62,7 @@ def recall_oriented_loss(
 
 def tag_b_positions(target: str) -> List[int]:
     """Character positions of the `B` that opens each `(B-type)` tag in a target."""
-    return [m.start() + 1 for m in TAG_RE.finditer(target) if target[m.start() + 1] == "B"]
+    return [m.start() + 1 for m in TARGET_TAG_RE.finditer(target) if target[m.start() + 1] == "B"]
 
 
 def b_mask_from_offsets(targets: Sequence[str], offsets: Any, labels: Any, ignore_index: int = -100) -> Any:

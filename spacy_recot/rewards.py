@@ -24,9 +24,10 @@ from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .chunks import Chunk
-from .entities import FENCE_RE, split_rationale
-from .readers import read_entities
 from .scoring import normalize
+from .tasks import read_entities
+from .tasks.json_answer import FENCE_RE
+from .tasks.think import split_rationale
 
 # ReasoningNER's weights: F1 : schema = 10 : 1.
 REWARD_WEIGHTS = (10.0, 1.0)
@@ -106,7 +107,7 @@ def predicted_pairs(completion: Any, sentence: Optional[str], labels: Sequence[s
     reads it (with a sentence, only strings found in it count); None when the
     answer says nothing readable: no JSON, or entries that were all dropped
     (unknown labels, no text, strings not in the sentence)."""
-    from .entities import parse_entity_list
+    from .tasks.json_answer import parse_entity_list
 
     counts: Counter = Counter()
     text = completion_text(completion)

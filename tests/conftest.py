@@ -38,7 +38,7 @@ def requires_data(path: Path = DATA):
 
 
 def _corpus_lines() -> List[str]:
-    from spacy_recot.prompts import GNER_INSTRUCTION, RECOT_INSTRUCTION
+    from spacy_recot.tasks import GNER_INSTRUCTION, RECOT_INSTRUCTION
 
     lines = GNER_INSTRUCTION.splitlines() + RECOT_INSTRUCTION.splitlines()
     lines.append("Use the specific entity tags: person, location and O.")
@@ -85,7 +85,7 @@ def trained_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
     import torch
 
     from spacy_recot.chunks import Chunk
-    from spacy_recot.prompts import make_recot_prompt
+    from spacy_recot.tasks import make_recot_prompt
     from spacy_recot.tiny import tiny_t5
 
     prompt = make_recot_prompt()
@@ -133,7 +133,7 @@ RATIONALES = [
 
 
 def _word_spans(tags: List[str]):
-    from spacy_recot.bio import tags_to_spans
+    from spacy_recot.tasks.bio_tags import tags_to_spans
 
     return list(tags_to_spans(tags))
 
@@ -142,7 +142,7 @@ def _word_spans(tags: List[str]):
 def bpe_tokenizer():
     """A byte-level BPE tokenizer (Qwen's kind) with a ChatML template, trained here."""
     from spacy_recot.chunks import Chunk
-    from spacy_recot.prompts import make_reasoning_ner_prompt
+    from spacy_recot.tasks import make_reasoning_ner_prompt
     from spacy_recot.tiny import train_bpe_tokenizer
 
     prompt = make_reasoning_ner_prompt()
@@ -172,7 +172,7 @@ def trained_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
     import torch
 
     from spacy_recot.chunks import Chunk
-    from spacy_recot.prompts import make_reasoning_ner_prompt
+    from spacy_recot.tasks import make_reasoning_ner_prompt
     from spacy_recot.tiny import tiny_qwen3
 
     prompt = make_reasoning_ner_prompt()
@@ -217,13 +217,14 @@ def trained_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
 def reasoning_requests(sentences, labels=LABELS):
     """Requests for word lists under ReasoningNER's verbatim prompt."""
     from spacy_recot.chunks import Chunk, Request
-    from spacy_recot.prompts import make_reasoning_ner_prompt
+    from spacy_recot.tasks import make_reasoning_ner_prompt
 
     prompt = make_reasoning_ner_prompt()
     out = []
     for words in sentences:
         chunk = Chunk.from_words(words)
-        out.append(Request(prompt.render(chunk, labels), chunk, prompt.schema(labels)))
+        schema = prompt.schema(labels)
+        out.append(Request(prompt.render(chunk, labels), chunk, schema, constraint=prompt.constraint(chunk, schema)))
     return out
 
 

@@ -113,7 +113,7 @@ def test_backend_merges_at_load_and_pipeline_round_trips(tiny_qwen3_dir, tmp_pat
 def test_packaged_pipeline_keeps_a_copy_of_its_adapter(tmp_path):
     """A packaged model's pipeline holds a reference to the packages plus a
     copy of the adapter, and loads with it merged once."""
-    from spacy_recot.packaged import materialize
+    from spacy_recot.backends.packaged import materialize
 
     base = materialize("smollm2-135m-instruct")
     merged_by_peft = _peft_adapter(base, tmp_path / "a", seed=0, r=2)

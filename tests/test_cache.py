@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import spacy
 
+from spacy_recot.answers import Answer
 from spacy_recot.cache import ResponseCache
 from spacy_recot.chunks import Chunk, Request
-from spacy_recot.scores import Answer
 
 from .conftest import LABELS
 
@@ -57,7 +57,7 @@ def test_the_key_follows_model_settings_weights_prompt_and_labels(trained_qwen3_
     keys = {
         cache.key(other_weights.identity(), request),
         cache.key(other_settings.identity(), request),
-        cache.key(pipe.model.identity(), Request(request.prompt + " ", request.chunk, request.labels)),
+        cache.key(pipe.model.identity(), Request(request.prompt + " ", request.chunk, request.schema)),
         cache.key(pipe.model.identity(), Request(request.prompt, request.chunk, ["person"])),
     }
     assert base not in keys and len(keys) == 4

@@ -316,7 +316,7 @@ def test_bio_output_budget_prices_the_dearest_tag(trained_t5_dir):
 
 @pytest.mark.parametrize("constrained", [False, True])
 def test_entities_get_a_score_from_token_probabilities_and_a_threshold(trained_qwen3_dir, constrained):
-    from spacy_recot.scores import Answer
+    from spacy_recot.answers import Answer
 
     nlp = qwen_nlp(trained_qwen3_dir, model={"constrained": constrained})
     doc = nlp("Barack Obama visited Paris .")

@@ -14,7 +14,7 @@ from spacy_recot.instruction_data import (
     read_instances,
     read_pile_ner,
 )
-from spacy_recot.prompts import GNER_INSTRUCTION, make_recot_prompt
+from spacy_recot.tasks import GNER_INSTRUCTION, make_recot_prompt
 
 from .conftest import DATA, requires_data
 

@@ -17,8 +17,8 @@ sys.path.insert(0, str(ROOT / "training"))
 
 
 def records():
-    from spacy_recot.bio import tags_to_spans
     from spacy_recot.chunks import Chunk
+    from spacy_recot.tasks.bio_tags import tags_to_spans
 
     rows = []
     for i, ((words, tags), cot) in enumerate(zip(CAUSAL_SENTENCES, RATIONALES)):

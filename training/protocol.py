@@ -239,7 +239,7 @@ def _sft_args(p: Protocol, data: Path, out: Path, model: str, seed: int) -> List
 
 
 def _base_folder(name: str) -> str:
-    from spacy_recot.packaged import materialize
+    from spacy_recot.backends.packaged import materialize
 
     return str(materialize(name))
 

@@ -178,7 +178,7 @@ def train(
         raise typer.BadParameter(str(err)) from None
     from spacy.util import registry
 
-    from spacy_recot.prompts import TRAINING_PROMPTS
+    from spacy_recot.tasks import TRAINING_PROMPTS
 
     if prompt_name not in TRAINING_PROMPTS:
         raise typer.BadParameter(f"--prompt must be one of {sorted(TRAINING_PROMPTS)}, not {prompt_name!r}")

@@ -30,7 +30,7 @@ import typer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spacy_recot.instruction_data import read_instances  # noqa: E402
-from spacy_recot.prompts import BIO_PROMPTS, bio_prompt  # noqa: E402
+from spacy_recot.tasks import BIO_PROMPTS, bio_prompt  # noqa: E402
 from spacy_recot.training import single_process_env, train_resuming  # noqa: E402
 
 LOSSES = ("rcloss", "ce")
@@ -40,8 +40,8 @@ logger = logging.getLogger("train_seq2seq")
 def render_pairs(rows: Sequence[Dict[str, Any]], prompt_name: str) -> List[Dict[str, str]]:
     """Source and target of each instance, rendered with `prompt_name` (so that
     the prompt ablation is a flag here, not a second preprocessing run)."""
-    from spacy_recot.bio import tags_to_spans
     from spacy_recot.chunks import Chunk
+    from spacy_recot.tasks.bio_tags import tags_to_spans
 
     prompt = bio_prompt(prompt_name)
     pairs = []

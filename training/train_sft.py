@@ -47,8 +47,8 @@ FORMATS = ("reasoning", "bio")
 def bio_example(record: Dict[str, Any]) -> Dict[str, Any]:
     """The record under the ReCoT prompt, answered with every word and its BIO tag."""
     from spacy_recot.chunks import Chunk
-    from spacy_recot.entities import find_spans
-    from spacy_recot.prompts import make_recot_prompt
+    from spacy_recot.tasks import make_recot_prompt
+    from spacy_recot.tasks.spans import find_spans
 
     prompt = make_recot_prompt()
     chunk = Chunk.from_text(record["sentence"])
@@ -206,7 +206,7 @@ def train(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if answer_format not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {FORMATS}, not {answer_format!r}")
-    from spacy_recot.prompts import TRAINING_PROMPTS
+    from spacy_recot.tasks import TRAINING_PROMPTS
 
     if prompt_name not in TRAINING_PROMPTS:
         raise typer.BadParameter(f"--prompt must be one of {sorted(TRAINING_PROMPTS)}, not {prompt_name!r}")
