@@ -288,7 +288,7 @@ def tiny_qwen3_command(
     """Build a tiny Qwen3 (random weights, a byte-level BPE tokenizer with a ChatML
     template trained on DATA): the base model of the CPU smoke run of the reasoning workflow."""
     from .cot_data import chat_example, read_jsonl
-    from .tiny import tiny_qwen3, train_bpe_tokenizer
+    from .testing.tiny import tiny_qwen3, train_bpe_tokenizer
 
     lines: List[str] = []
     for path in data:
@@ -321,7 +321,7 @@ def tiny_t5_command(
     """Build a tiny T5 (random weights, a sentencepiece tokenizer trained on DATA):
     the base model of the CPU smoke run of the training workflow."""
     from .instruction_data import read_instances
-    from .tiny import tiny_t5, train_t5_tokenizer
+    from .testing.tiny import tiny_t5, train_t5_tokenizer
 
     lines: List[str] = []
     for path in data:

@@ -62,7 +62,7 @@ def _corpus_lines() -> List[str]:
 @pytest.fixture(scope="session")
 def t5_tokenizer():
     """A T5 tokenizer (sentencepiece unigram, T5's special ids) trained on the spot."""
-    from spacy_recot.tiny import train_t5_tokenizer
+    from spacy_recot.testing.tiny import train_t5_tokenizer
 
     return train_t5_tokenizer(_corpus_lines(), vocab_size=600)
 
@@ -70,7 +70,7 @@ def t5_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
     """A randomly initialised tiny T5 with the session tokenizer, saved to disk."""
-    from spacy_recot.tiny import tiny_t5
+    from spacy_recot.testing.tiny import tiny_t5
 
     path = tmp_path_factory.mktemp("tiny_t5")
     tiny_t5(t5_tokenizer).save_pretrained(path)
@@ -86,7 +86,7 @@ def trained_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
 
     from spacy_recot.chunks import Chunk
     from spacy_recot.prompts import make_recot_prompt
-    from spacy_recot.tiny import tiny_t5
+    from spacy_recot.testing.tiny import tiny_t5
 
     prompt = make_recot_prompt()
     sources, targets = [], []
@@ -143,7 +143,7 @@ def bpe_tokenizer():
     """A byte-level BPE tokenizer (Qwen's kind) with a ChatML template, trained here."""
     from spacy_recot.chunks import Chunk
     from spacy_recot.prompts import make_reasoning_ner_prompt
-    from spacy_recot.tiny import train_bpe_tokenizer
+    from spacy_recot.testing.tiny import train_bpe_tokenizer
 
     prompt = make_reasoning_ner_prompt()
     lines = _corpus_lines() + RATIONALES
@@ -157,7 +157,7 @@ def bpe_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
     """A randomly initialised tiny Qwen3 with the session tokenizer, saved to disk."""
-    from spacy_recot.tiny import tiny_qwen3
+    from spacy_recot.testing.tiny import tiny_qwen3
 
     path = tmp_path_factory.mktemp("tiny_qwen3")
     tiny_qwen3(bpe_tokenizer).save_pretrained(path)
@@ -173,7 +173,7 @@ def trained_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
 
     from spacy_recot.chunks import Chunk
     from spacy_recot.prompts import make_reasoning_ner_prompt
-    from spacy_recot.tiny import tiny_qwen3
+    from spacy_recot.testing.tiny import tiny_qwen3
 
     prompt = make_reasoning_ner_prompt()
     tok = bpe_tokenizer

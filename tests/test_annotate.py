@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from spacy_recot.annotate import annotate, read_records
 from spacy_recot.cli import app
-from spacy_recot.oracle import load_gold_docs
+from spacy_recot.testing.oracle import load_gold_docs
 
 from .conftest import GNER, LABELS, ORACLE_SENTENCES, requires_data, unwritable_folder
-from .test_oracle import oracle_nlp
+from .testing.test_oracle import oracle_nlp
 
 runner = CliRunner()
 
