@@ -40,7 +40,7 @@ def main(
     from spacy.training import Example
 
     from spacy_recot.conll import read_conll, read_label_file, sentences_to_docs
-    from spacy_recot.scoring import average_f, normalized_prf
+    from spacy_recot.metrics import average_f, normalized_prf
 
     nlp = spacy.blank("en")
     model = {"@misc": "spacy_recot.PackagedCausal.v3", "name": model_name, "dtype": dtype}

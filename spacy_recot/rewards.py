@@ -25,8 +25,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .chunks import Chunk
 from .entities import FENCE_RE, split_rationale
+from .metrics import normalize
 from .readers import read_entities
-from .scoring import normalize
 
 # ReasoningNER's weights: F1 : schema = 10 : 1.
 REWARD_WEIGHTS = (10.0, 1.0)

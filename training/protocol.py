@@ -44,8 +44,6 @@ from typing import Any, Dict, List, Optional
 import typer
 
 ROOT = Path(__file__).resolve().parents[1]
-# benchmarks/compare_runs.py (the paired bootstrap) imports its neighbours as top-level modules.
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 DOMAINS = ("ai", "literature", "music", "politics", "science")
 MIT = "mit-movie"
 ROWS = ("sft_answers", "sft_cot", "grpo_cot", "grpo_zero")
@@ -405,7 +403,7 @@ def report(
     and MIT-Movie, and the paired bootstrap interval of the F1 difference from
     the zero-shot row (pooled over the fold's test sentences). Writes
     protocol.json beside the evaluations and prints a markdown table."""
-    from compare_runs import compare
+    from spacy_recot.evaluation import compare_runs
 
     settings = json.loads((work / "settings.json").read_text())
     times = json.loads((work / "times.json").read_text()) if (work / "times.json").exists() else {}
@@ -434,7 +432,7 @@ def report(
             base = "bio_zero_shot_" + fold if name.startswith("bio_") else None
             if base and (results / f"{base}.json").exists():
                 reference = json.loads((results / f"{base}.json").read_text())
-            diff = compare(reference, subject, ROOT / "corpus" / "gner", samples)
+            diff = compare_runs(reference, subject, ROOT / "corpus" / "gner", samples)
             row = {
                 "scores": _scores(result, sets),
                 "pooled_f": diff["micro_f1_b"],
