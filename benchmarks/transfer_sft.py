@@ -103,7 +103,7 @@ def main(
     for domain in TRAIN_DOMAINS:
         target = work / "corpus" / domain / "train.spacy"
         run(["-m", "spacy_recot", "convert", str(DATA / domain / "train.txt"), str(target), "--label-map", label_map])
-        records += cd.read_records(target, limit=per_domain)
+        records += cd.read_training_records(target, limit=per_domain)
     data = work / "records.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     test_set = work / "corpus" / HELD_OUT / "test.spacy"

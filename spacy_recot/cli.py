@@ -287,12 +287,19 @@ def tiny_qwen3_command(
 ) -> None:
     """Build a tiny Qwen3 (random weights, a byte-level BPE tokenizer with a ChatML
     template trained on DATA): the base model of the CPU smoke run of the reasoning workflow."""
-    from .cot_data import chat_example, read_jsonl
+    from .cot_data import chat_example
+    from .jsonl import JsonlError, load_jsonl
     from .testing.tiny import tiny_qwen3, train_bpe_tokenizer
 
     lines: List[str] = []
     for path in data:
-        for record in read_jsonl(path):
+        if not path.is_file():
+            raise typer.BadParameter(f"{path} does not exist")
+        try:
+            records = load_jsonl(path)
+        except JsonlError as err:
+            raise typer.BadParameter(str(err)) from None
+        for record in records:
             example = chat_example({**record, "cot": record.get("cot", "")})
             lines.extend(
                 example["prompt"][0]["content"].splitlines() + example["completion"][0]["content"].splitlines()
@@ -405,6 +412,7 @@ def cot_data_command(
     """Build NER-CoT records (sentence, schema, cot, entities) in three resumable
     stages: (a) a teacher annotates, (b) rules validate, (c) a judge scores."""
     from . import cot_data as cd
+    from .jsonl import write_jsonl
 
     if not 0 <= threshold <= 10:
         raise typer.BadParameter(f"--threshold must be 0-10, not {threshold}")
@@ -413,7 +421,7 @@ def cot_data_command(
         if not path.exists():
             raise typer.BadParameter(f"{path} does not exist")
         if cd.has_chains(path):
-            given.extend(cd.read_records(path, limit))
+            given.extend(cd.read_training_records(path, limit))
         else:
             annotated.extend(cd.read_labelled(path, limit=limit))
     out = output_dir
@@ -428,11 +436,11 @@ def cot_data_command(
             show_gold=show_gold,
             batch_size=batch_size,
         )
-    records = cd.read_jsonl(out / "annotated.jsonl") + given
+    records = cd.read_stage(out / "annotated.jsonl") + given
     counts["validate"] = cd.validate(
         records, out / "validated.jsonl", out / "rejected_validation.jsonl", match_gold, gold_answer
     )
-    kept = cd.read_jsonl(out / "validated.jsonl")
+    kept = cd.read_stage(out / "validated.jsonl")
     if judge_model:
         backend = load_backend(judge_model, "--judge")
         if getattr(backend, "constrained", False):
@@ -445,11 +453,9 @@ def cot_data_command(
             threshold=threshold,
             batch_size=batch_size,
         )
-        kept = cd.read_jsonl(out / "judged.jsonl")
+        kept = cd.read_stage(out / "judged.jsonl")
     final = out / "ner_cot.jsonl"
-    final.write_text(
-        "".join(json.dumps(cd.ner_cot_record(r), ensure_ascii=False) + "\n" for r in kept), encoding="utf-8"
-    )
+    write_jsonl(final, (cd.ner_cot_record(r) for r in kept))
     counts = {stage: dict(sorted(c.items())) for stage, c in counts.items()}
     (out / "counts.json").write_text(json.dumps(counts, indent=2) + "\n", encoding="utf-8")
     for stage, c in counts.items():
@@ -474,18 +480,16 @@ def grpo_sample_command(
 ) -> None:
     """ReasoningNER's stratified GRPO sample, with the evaluation sets kept out by default."""
     from . import cot_data as cd
+    from .jsonl import write_jsonl
 
     records: List[Dict[str, Any]] = []
     for path in inputs:
         if not path.exists():
             raise typer.BadParameter(f"{path} does not exist")
-        records.extend(cd.read_records(path))
+        records.extend(cd.read_training_records(path))
     sample, report = cd.stratified_sample(records, num_samples, max_count, seed, not include_evaluation_sets)
-    output.parent.mkdir(parents=True, exist_ok=True)
     keys = ("guid", "sentence", "schema", "entities", "source")
-    output.write_text(
-        "".join(json.dumps({k: r.get(k) for k in keys}, ensure_ascii=False) + "\n" for r in sample), encoding="utf-8"
-    )
+    write_jsonl(output, ({k: r.get(k) for k in keys} for r in sample))
     if report["excluded_evaluation_sets"]:
         typer.echo(
             f"Left out (evaluation sets; --include-evaluation-sets takes them): {', '.join(report['excluded_evaluation_sets'])}"

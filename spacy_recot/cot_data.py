@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 from tqdm import tqdm
 
 from .chunks import Chunk, Request
-from .instruction_data import InstructionDataError, read_json_records
+from .jsonl import JsonlAppender, load_jsonl, read_jsonl
 from .labels import LabelMatcher
 from .prompts import REASONING_NER_TEMPLATE
 from .readers import read_entities
@@ -86,13 +86,9 @@ def read_ner_cot(path: Path) -> Iterator[Record]:
     """Records of a NER-CoT file (JSON list or JSON lines): guid, dataset or
     source, sentence, schema, cot, entities (a list of {text, label} or a
     {label: [text]} object)."""
-    try:
-        raws = read_json_records(Path(path))
-    except InstructionDataError as err:
-        raise CoTDataError(str(err)) from None
-    for i, raw in enumerate(raws):
-        if not isinstance(raw, dict) or not isinstance(raw.get("sentence"), str):
-            raise CoTDataError(f"{path} record {i}: expected an object with a 'sentence' string")
+    for i, (number, raw) in enumerate(read_jsonl(path, json_file=True, error=CoTDataError)):
+        if not isinstance(raw.get("sentence"), str):
+            raise CoTDataError(f"{path}:{number}: expected a 'sentence' string")
         schema = schema_list(raw.get("schema"))
         yield {
             "guid": str(raw.get("guid", f"{Path(path).stem}-{i}")),
@@ -144,45 +140,13 @@ def read_labelled(path: Path, source: Optional[str] = None, limit: int = 0) -> I
         }
 
 
-class JsonlWriter:
-    """Appends records to a JSON lines file, one flushed line each; knows the
-    guids already written (a cut-off last line is dropped first)."""
+class JsonlWriter(JsonlAppender):
+    """Appends a stage's records to its JSON lines file, one flushed line each;
+    `done` holds the records already written, by guid (a cut-off last line is
+    dropped first)."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.done: Dict[str, Record] = {}
-        if self.path.exists():
-            data = self.path.read_bytes()
-            lines = data.split(b"\n")
-            tail = lines.pop()  # after the last newline: empty, or a line cut off by a crash
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line.decode("utf-8"))
-                    self.done[record["guid"]] = record
-                except (ValueError, KeyError, TypeError):
-                    raise CoTDataError(
-                        f"{self.path}:{number}: not a record of this stage; fix or remove the line to resume"
-                    ) from None
-            if tail:
-                self.path.write_bytes(data[: len(data) - len(tail)])
-        self._file = open(self.path, "a", encoding="utf-8")
-
-    def write(self, record: Record) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
-        self.done[record["guid"]] = record
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> "JsonlWriter":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        super().__init__(path, key="guid", error=CoTDataError)
 
 
 def teacher_prompt(record: Record, show_gold: bool = False) -> str:
@@ -373,22 +337,10 @@ def judge(
     return counts
 
 
-def read_jsonl(path: Path) -> List[Record]:
-    """The records of a stage's output (JSON lines); a bad line fails naming file:line."""
-    if not Path(path).exists():
-        return []
-    records = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as err:
-            raise CoTDataError(f"{path}:{number}: not a JSON record ({err})") from None
-        if not isinstance(record, dict):
-            raise CoTDataError(f"{path}:{number}: expected a JSON object")
-        records.append(record)
-    return records
+def read_stage(path: Path) -> List[Record]:
+    """The records a stage wrote (JSON lines), none before it has run; a bad
+    line fails naming file:line."""
+    return load_jsonl(path, error=CoTDataError) if Path(path).exists() else []
 
 
 def has_chains(path: Path) -> bool:
@@ -396,13 +348,14 @@ def has_chains(path: Path) -> bool:
     path = Path(path)
     if path.suffix not in (".json", ".jsonl"):
         return False
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:  # a bad byte is for the reader to name
         return '"cot"' in f.read(20000)
 
 
-def read_records(path: Path, limit: int = 0) -> List[Record]:
-    """Records with gold `entities` from any input the training commands take:
-    NER-CoT files (with their chains) or labelled data (no chain)."""
+def read_training_records(path: Path, limit: int = 0) -> List[Record]:
+    """Records with gold `entities` (and a `cot`, empty without a chain) from
+    any input the training commands take: NER-CoT files (with their chains) or
+    labelled data (no chain)."""
     if has_chains(path):
         return list(read_ner_cot(path))[: limit or None]
     return [{**r, "entities": r.pop("gold"), "cot": ""} for r in read_labelled(path, limit=limit)]

@@ -48,18 +48,22 @@ VLLM_MODES = ("auto", "off", "server", "colocate")
 def read_sample(path: Path, limit: int = 0) -> List[Dict[str, Any]]:
     """Rows of a GRPO sample (JSON lines with sentence, schema, entities)."""
     from spacy_recot import cot_data as cd
+    from spacy_recot.jsonl import JsonlError, read_jsonl
 
     if not path.exists():
         raise typer.BadParameter(f"{path} does not exist")
+    rows = []
     try:
-        rows = cd.read_jsonl(path)[: limit or None]
-    except cd.CoTDataError as err:
+        for number, row in read_jsonl(path):
+            if limit and len(rows) == limit:
+                break
+            if not isinstance(row.get("sentence"), str) or "schema" not in row:
+                raise typer.BadParameter(f"{path}:{number}: expected sentence, schema and entities")
+            row["entities"] = cd.entity_list(row.get("entities"))
+            row["schema"] = cd.schema_list(row["schema"])
+            rows.append(row)
+    except JsonlError as err:
         raise typer.BadParameter(str(err)) from None
-    for number, row in enumerate(rows, 1):
-        if not isinstance(row.get("sentence"), str) or "schema" not in row:
-            raise typer.BadParameter(f"{path} record {number}: expected sentence, schema and entities")
-        row["entities"] = cd.entity_list(row.get("entities"))
-        row["schema"] = cd.schema_list(row["schema"])
     return rows
 
 

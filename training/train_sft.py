@@ -224,7 +224,7 @@ def train(
             raise typer.BadParameter(f"{path} does not exist")
     from spacy.util import registry
 
-    records = [r for path in data for r in cd.read_records(path, limit)]
+    records = [r for path in data for r in cd.read_training_records(path, limit)]
     counts = {"records": len(records), "too_long": 0}
     rows = []
     prompt = registry.misc.get(TRAINING_PROMPTS[prompt_name])()
