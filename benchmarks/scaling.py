@@ -29,8 +29,8 @@ import spacy
 import typer
 from results_io import write_results
 
-from spacy_recot.annotate import annotate
 from spacy_recot.conll import read_labels
+from spacy_recot.corpus import annotate
 from spacy_recot.evaluation import read_examples
 from spacy_recot.packaged import FAST_PACKAGED
 

@@ -429,7 +429,7 @@ def cot_data_command(
     if annotated:
         if teacher is None:
             raise typer.BadParameter("--teacher is needed to annotate labelled data (stage a)")
-        counts["annotate"] = cd.annotate(
+        counts["annotate"] = cd.teach(
             annotated,
             out / "annotated.jsonl",
             load_backend(teacher, "--teacher"),
@@ -560,7 +560,7 @@ def annotate(
     skips the shards written, and retries those whose docs failed. A record
     that can never be annotated is listed, with its line number, in its shard's
     errors file (errors-00000.jsonl); the rest of its shard is written."""
-    from .annotate import annotate as run
+    from .corpus import annotate as run
 
     try:
         summary = run(

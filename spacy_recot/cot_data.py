@@ -5,7 +5,7 @@ A record is `{guid, sentence, schema, cot, entities: [{text, label}], source}`
 built from labelled data (Pile-NER, a converted `.spacy` set) in three stages,
 each writing JSON lines and counting what it dropped and why:
 
-(a) `annotate`: a teacher model (any backend the component supports) writes a
+(a) `teach`: a teacher model (any backend the component supports) writes a
     reasoning chain and an entity list for each sentence and schema; the
     answer is read with the component's reader;
 (b) `validate`: a record is kept only if the answer's JSON parses as written,
@@ -183,7 +183,7 @@ def _batches(records: Iterable[Record], size: int) -> Iterator[List[Record]]:
         yield batch
 
 
-def annotate(
+def teach(
     records: Iterable[Record],
     output: Path,
     teacher: Callable[[Sequence[Request]], List[str]],

@@ -199,7 +199,7 @@ def stage_chains(p: Protocol) -> None:
             r.pop("entities")
         start = time.perf_counter()
         teacher = load_backend(json.dumps(p.default_model(max_new_tokens=p.teacher_tokens)), "teacher")
-        counts = cd.annotate(records, chains / "annotated.jsonl", teacher, show_gold=True, batch_size=16)
+        counts = cd.teach(records, chains / "annotated.jsonl", teacher, show_gold=True, batch_size=16)
         p.add_time("chains", time.perf_counter() - start)
         counts.update(
             cd.validate(

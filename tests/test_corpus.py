@@ -9,8 +9,8 @@ import spacy
 from spacy.tokens import DocBin
 from typer.testing import CliRunner
 
-from spacy_recot.annotate import annotate, read_input_records
 from spacy_recot.cli import app
+from spacy_recot.corpus import annotate, read_input_records
 from spacy_recot.testing.oracle import load_gold_docs
 
 from .conftest import GNER, LABELS, ORACLE_SENTENCES, requires_data, unwritable_folder
@@ -286,7 +286,7 @@ def test_two_runs_never_write_one_folder_at_once(oracle_pipeline, tmp_path):
 def test_a_ray_actor_passes_bad_records_with_their_line_numbers(oracle_pipeline):
     """What each Ray actor does with a shard (run here without Ray: the slow test
     above runs the pool)."""
-    from spacy_recot.annotate import _ShardAnnotator
+    from spacy_recot.corpus import _ShardAnnotator
 
     actor = _ShardAnnotator(str(oracle_pipeline), "jsonl", "text", None)
     numbered = [[7, {"text": ORACLE_SENTENCES[0]}], [8, {"text": "x" * 1_000_001}]]
