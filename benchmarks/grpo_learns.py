@@ -17,11 +17,9 @@ import tempfile
 from pathlib import Path
 
 import typer
+from results_io import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.results_io import write_results  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pile-ner-sample" / "sample_data.json"
 

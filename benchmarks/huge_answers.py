@@ -12,21 +12,19 @@ the summary stay near 2 (fastest of 3 runs each).
 """
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
 import typer
+from results_io import machine, write_results
+
+from spacy_recot.chunks import Chunk
+from spacy_recot.entities import rationale_sentences
+from spacy_recot.readers import read_answer
+from spacy_recot.scores import Answer, entity_scores
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.results_io import machine, write_results  # noqa: E402
-from spacy_recot.chunks import Chunk  # noqa: E402
-from spacy_recot.entities import rationale_sentences  # noqa: E402
-from spacy_recot.readers import read_answer  # noqa: E402
-from spacy_recot.scores import Answer, entity_scores  # noqa: E402
 
 LABELS = ["person"]
 CHUNK = Chunk.from_words("Barack Obama visited Paris .".split())

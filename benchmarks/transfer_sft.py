@@ -25,11 +25,9 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import typer
+from results_io import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.results_io import write_results  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "crossner"
 TRAIN_DOMAINS = ("ai", "literature", "music", "science")

@@ -22,17 +22,13 @@ import functools
 import importlib.util
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import typer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from spacy_recot.training import (  # noqa: E402
+from spacy_recot.training import (
     chat_tokenizer,
     history_series,
     lora_config,

@@ -19,19 +19,15 @@ process directly, on GPUs under the `deepspeed` launcher (README).
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import typer
 
-# Run as a script from the project root: make the package importable without install.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spacy_recot.instruction_data import read_instances  # noqa: E402
-from spacy_recot.prompts import BIO_PROMPTS, bio_prompt  # noqa: E402
-from spacy_recot.training import single_process_env, train_resuming  # noqa: E402
+from spacy_recot.instruction_data import read_instances
+from spacy_recot.prompts import BIO_PROMPTS, bio_prompt
+from spacy_recot.training import single_process_env, train_resuming
 
 LOSSES = ("rcloss", "ce")
 logger = logging.getLogger("train_seq2seq")

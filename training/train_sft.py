@@ -18,17 +18,13 @@ epochs, max length 8192, bf16, ZeRO-3.
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import typer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from spacy_recot.training import (  # noqa: E402
+from spacy_recot.training import (
     LOSSES,
     chat_tokenizer,
     end_of_turn,
