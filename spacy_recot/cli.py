@@ -196,6 +196,24 @@ def preprocess(
         typer.echo(f"  {key}: {value}")
 
 
+# The backends `init-pipeline` writes, by kind of model.
+INIT_BACKENDS = {"seq2seq": "spacy_recot.HFSeq2Seq.v3", "causal": "spacy_recot.HFCausal.v2"}
+# ReasoningNER writes its reasoning before the entities: its recipe lets a completion
+# run to 4096 tokens (GRPO's max_completion_length, training/train_grpo.py).
+REASONING_MAX_NEW_TOKENS = 4096
+
+
+def guess_model_kind(model_dir: str, prompt: str) -> str:
+    """seq2seq or causal: from the model's config.json (an encoder-decoder or
+    not), or, without one (a hub id), from the prompt it was trained on."""
+    config_file = Path(model_dir) / "config.json"
+    if config_file.exists():
+        is_seq2seq = bool(json.loads(config_file.read_text(encoding="utf-8")).get("is_encoder_decoder"))
+    else:
+        is_seq2seq = prompt != "reasoning"
+    return "seq2seq" if is_seq2seq else "causal"
+
+
 @app.command("init-pipeline")
 def init_pipeline(
     model_dir: str = typer.Argument(
@@ -212,13 +230,15 @@ def init_pipeline(
         help="The prompt the model was trained on: recot or gner (seq2seq), reasoning (causal, ReasoningNER's prompt).",
     ),
     name: str = typer.Option("recot_ner", "--name", help="The pipeline's meta name (spacy package uses it)."),
-    max_input_tokens: int = typer.Option(
-        640, "--max-input-tokens", help="Longer docs are split (use training's --max-source-length)."
+    max_input_tokens: Optional[int] = typer.Option(
+        None,
+        "--max-input-tokens",
+        help="Longer docs are split (use training's --max-source-length; default: the backend's own).",
     ),
     max_new_tokens: Optional[int] = typer.Option(
         None,
         "--max-new-tokens",
-        help="The longest answer (default: 640 for seq2seq, 4096 for causal models, whose reasoning comes first).",
+        help=f"The longest answer (default: the backend's own; {REASONING_MAX_NEW_TOKENS} with --prompt reasoning, whose reasoning comes first).",
     ),
     backend_kind: str = typer.Option(
         "auto",
@@ -243,29 +263,22 @@ def init_pipeline(
     if backend_kind not in ("auto", "seq2seq", "causal"):
         raise typer.BadParameter(f"--backend must be auto, seq2seq or causal, not {backend_kind!r}")
     if backend_kind == "auto":
-        config_file = Path(model_dir) / "config.json"
-        if config_file.exists():
-            is_seq2seq = bool(json.loads(config_file.read_text(encoding="utf-8")).get("is_encoder_decoder"))
-        else:
-            is_seq2seq = prompt != "reasoning"
-        backend_kind = "seq2seq" if is_seq2seq else "causal"
+        backend_kind = guess_model_kind(model_dir, prompt)
     if backend_kind == "seq2seq" and prompt == "reasoning":
         raise typer.BadParameter("--prompt reasoning needs a causal model (a seq2seq model cannot write its JSON)")
-    backend = "spacy_recot.HFCausal.v2" if backend_kind == "causal" else "spacy_recot.HFSeq2Seq.v3"
-    if max_new_tokens is None:
-        max_new_tokens = 4096 if backend_kind == "causal" else 640
+    if max_new_tokens is None and prompt == "reasoning":
+        max_new_tokens = REASONING_MAX_NEW_TOKENS
+    # Only what is given: the backend's own defaults fill the rest.
+    sizes = {"max_input_tokens": max_input_tokens, "max_new_tokens": max_new_tokens}
+    model = {"@misc": INIT_BACKENDS[backend_kind], "name_or_path": model_dir}
+    model.update({key: value for key, value in sizes.items() if value is not None})
     nlp = spacy.blank("en")
     nlp.meta["name"] = name
     nlp.add_pipe(
         "recot_ner",
         config={
             "labels": json.loads(labels.read_text(encoding="utf-8")),
-            "model": {
-                "@misc": backend,
-                "name_or_path": model_dir,
-                "max_input_tokens": max_input_tokens,
-                "max_new_tokens": max_new_tokens,
-            },
+            "model": model,
             "prompt": {"@misc": prompts[prompt]},
         },
     )
@@ -411,56 +424,27 @@ def cot_data_command(
 ) -> None:
     """Build NER-CoT records (sentence, schema, cot, entities) in three resumable
     stages: (a) a teacher annotates, (b) rules validate, (c) a judge scores."""
-    from . import cot_data as cd
-    from .jsonl import write_jsonl
+    from .cot_data import CoTDataError, make_ner_cot
+    from .instruction_data import InstructionDataError
 
-    if not 0 <= threshold <= 10:
-        raise typer.BadParameter(f"--threshold must be 0-10, not {threshold}")
-    annotated, given = [], []
-    for path in inputs:
-        if not path.exists():
-            raise typer.BadParameter(f"{path} does not exist")
-        if cd.has_chains(path):
-            given.extend(cd.read_training_records(path, limit))
-        else:
-            annotated.extend(cd.read_labelled(path, limit=limit))
-    out = output_dir
-    counts: Dict[str, Any] = {}
-    if annotated:
-        if teacher is None:
-            raise typer.BadParameter("--teacher is needed to annotate labelled data (stage a)")
-        counts["annotate"] = cd.teach(
-            annotated,
-            out / "annotated.jsonl",
-            load_backend(teacher, "--teacher"),
-            show_gold=show_gold,
-            batch_size=batch_size,
-        )
-    records = cd.read_stage(out / "annotated.jsonl") + given
-    counts["validate"] = cd.validate(
-        records, out / "validated.jsonl", out / "rejected_validation.jsonl", match_gold, gold_answer
-    )
-    kept = cd.read_stage(out / "validated.jsonl")
-    if judge_model:
-        backend = load_backend(judge_model, "--judge")
-        if getattr(backend, "constrained", False):
-            raise typer.BadParameter("--judge: a judge answers with a number; use a backend with constrained = false")
-        counts["judge"] = cd.judge(
-            kept,
-            out / "judged.jsonl",
-            out / "rejected_judge.jsonl",
-            backend,
+    try:
+        counts, kept = make_ner_cot(
+            inputs,
+            output_dir,
+            teacher=(lambda: load_backend(teacher, "--teacher")) if teacher else None,
+            judge_model=(lambda: load_backend(judge_model, "--judge")) if judge_model else None,
             threshold=threshold,
+            show_gold=show_gold,
+            match_gold=match_gold,
+            gold_answer=gold_answer,
+            limit=limit,
             batch_size=batch_size,
         )
-        kept = cd.read_stage(out / "judged.jsonl")
-    final = out / "ner_cot.jsonl"
-    write_jsonl(final, (cd.ner_cot_record(r) for r in kept))
-    counts = {stage: dict(sorted(c.items())) for stage, c in counts.items()}
-    (out / "counts.json").write_text(json.dumps(counts, indent=2) + "\n", encoding="utf-8")
+    except (CoTDataError, InstructionDataError) as err:  # a missing or malformed input, a missing or constrained model
+        raise typer.BadParameter(str(err)) from None
     for stage, c in counts.items():
         typer.echo(f"{stage}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
-    typer.echo(f"Wrote {len(kept)} NER-CoT records to {final}")
+    typer.echo(f"Wrote {kept} NER-CoT records to {output_dir / 'ner_cot.jsonl'}")
 
 
 @app.command("grpo-sample")

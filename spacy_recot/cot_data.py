@@ -24,12 +24,12 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
 from .chunks import Chunk, Request
-from .jsonl import JsonlAppender, load_jsonl, read_jsonl
+from .jsonl import JsonlAppender, load_jsonl, read_jsonl, write_jsonl
 from .labels import LabelMatcher
 from .prompts import REASONING_NER_TEMPLATE
 from .readers import read_entities
@@ -371,6 +371,86 @@ def ner_cot_record(record: Record) -> Record:
         "cot": record["cot"],
         "entities": [{"text": e["text"], "label": e["label"]} for e in record["entities"]],
     }
+
+
+Model = Callable[[Sequence[Request]], List[str]]
+
+
+def make_ner_cot(
+    inputs: Sequence[Path],
+    output_dir: Path,
+    *,
+    teacher: Optional[Callable[[], Model]] = None,
+    judge_model: Optional[Callable[[], Model]] = None,
+    threshold: int = 9,
+    show_gold: bool = False,
+    match_gold: bool = False,
+    gold_answer: bool = False,
+    limit: int = 0,
+    batch_size: int = 8,
+    show_progress: bool = True,
+) -> Tuple[Dict[str, Dict[str, int]], int]:
+    """NER-CoT records from `inputs` in `output_dir`: labelled data goes through
+    the three stages, NER-CoT files (records with a chain) skip stage (a). Each
+    stage writes its JSON lines there (`annotated.jsonl`, `validated.jsonl`,
+    `judged.jsonl` and the rejects) and resumes what a stopped run left; then
+    `ner_cot.jsonl` (the records kept, in the public NER-CoT format) and
+    `counts.json` (each stage's counts). Returns the counts and the number of
+    records kept.
+
+    teacher, judge_model (Optional[Callable[[], Model]]): Load the backend of
+        stage (a) / (c), called only when the stage runs; without a judge,
+        stage (c) is skipped.
+    The other settings are `teach`'s, `validate`'s and `judge`'s; `limit` takes
+    the first records of each input (0: all).
+    """
+    if not 0 <= threshold <= 10:
+        raise CoTDataError(f"--threshold must be 0-10, not {threshold}")
+    to_teach: List[Record] = []
+    given: List[Record] = []
+    for path in inputs:
+        if not Path(path).exists():
+            raise CoTDataError(f"{path} does not exist")
+        if has_chains(path):
+            given.extend(read_training_records(path, limit))
+        else:
+            to_teach.extend(read_labelled(path, limit=limit))
+    out = Path(output_dir)
+    counts: Dict[str, Counter] = {}
+    if to_teach:
+        if teacher is None:
+            raise CoTDataError("--teacher is needed to annotate labelled data (stage a)")
+        counts["annotate"] = teach(
+            to_teach,
+            out / "annotated.jsonl",
+            teacher(),
+            show_gold=show_gold,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+    records = read_stage(out / "annotated.jsonl") + given
+    counts["validate"] = validate(
+        records, out / "validated.jsonl", out / "rejected_validation.jsonl", match_gold, gold_answer
+    )
+    kept = read_stage(out / "validated.jsonl")
+    if judge_model is not None:
+        backend = judge_model()
+        if getattr(backend, "constrained", False):
+            raise CoTDataError("--judge: a judge answers with a number; use a backend with constrained = false")
+        counts["judge"] = judge(
+            kept,
+            out / "judged.jsonl",
+            out / "rejected_judge.jsonl",
+            backend,
+            threshold=threshold,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+        kept = read_stage(out / "judged.jsonl")
+    write_jsonl(out / "ner_cot.jsonl", (ner_cot_record(r) for r in kept))
+    sorted_counts = {stage: dict(sorted(c.items())) for stage, c in counts.items()}
+    (out / "counts.json").write_text(json.dumps(sorted_counts, indent=2) + "\n", encoding="utf-8")
+    return sorted_counts, len(kept)
 
 
 # The seven zero-shot evaluation sets (and CrossNER's domains by their folder
