@@ -16,7 +16,6 @@ configs/ds_zero2.json` (or ds_zero3.json) trains with DeepSpeed: on one CPU
 process directly, on GPUs under the `deepspeed` launcher (README).
 """
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import typer
 
 from spacy_recot.instruction_data import read_instances
 from spacy_recot.prompts import BIO_PROMPTS, bio_prompt
-from spacy_recot.training import single_process_env, train_resuming
+from spacy_recot.training import single_process_env, train_resuming, write_training_log
 
 LOSSES = ("rcloss", "ce")
 logger = logging.getLogger("train_seq2seq")
@@ -363,7 +362,7 @@ def run_training(trainer: Any, output_dir: Path, resume: bool = False) -> Dict[s
         "epochs": epoch_table(history),
     }
     if trainer.is_world_process_zero():
-        (output_dir / "training_log.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_training_log(output_dir, summary)
         plot_curves(history, output_dir / "training_curves.png")
     return summary
 
