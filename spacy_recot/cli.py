@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 import typer
 
@@ -301,30 +301,17 @@ def tiny_qwen3_command(
     """Build a tiny Qwen3 (random weights, a byte-level BPE tokenizer with a ChatML
     template trained on DATA): the base model of the CPU smoke run of the reasoning workflow."""
     from .cot_data import chat_example
-    from .jsonl import JsonlError, load_jsonl
+    from .jsonl import load_jsonl
     from .testing.tiny import tiny_qwen3, train_bpe_tokenizer
 
     lines: List[str] = []
-    for path in data:
-        if not path.is_file():
-            raise typer.BadParameter(f"{path} does not exist")
-        try:
-            records = load_jsonl(path)
-        except JsonlError as err:
-            raise typer.BadParameter(str(err)) from None
-        for record in records:
-            example = chat_example({**record, "cot": record.get("cot", "")})
-            lines.extend(
-                example["prompt"][0]["content"].splitlines() + example["completion"][0]["content"].splitlines()
-            )
+    for record in _read_all(data, load_jsonl):
+        example = chat_example({**record, "cot": record.get("cot", "")})
+        lines.extend(example["prompt"][0]["content"].splitlines() + example["completion"][0]["content"].splitlines())
     if not lines:
         raise typer.BadParameter("no records in DATA to train the tokenizer on")
     tokenizer = train_bpe_tokenizer(lines, vocab_size=vocab_size)
-    model = tiny_qwen3(tokenizer, seed=seed, hidden=hidden, layers=layers)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    n = sum(p.numel() for p in model.parameters())
-    typer.echo(f"Wrote a tiny Qwen3 ({n:,} parameters, vocabulary {len(tokenizer)}) to {output_dir}")
+    _save_tiny("Qwen3", tiny_qwen3(tokenizer, seed=seed, hidden=hidden, layers=layers), tokenizer, output_dir)
 
 
 @app.command("tiny-t5")
@@ -344,15 +331,32 @@ def tiny_t5_command(
     from .testing.tiny import tiny_t5, train_t5_tokenizer
 
     lines: List[str] = []
-    for path in data:
-        for row in read_instances(path):
-            lines.extend(row.get("source", "").splitlines() + [row.get("target", "")])
+    for row in _read_all(data, read_instances):
+        lines.extend(row.get("source", "").splitlines() + [row.get("target", "")])
     tokenizer = train_t5_tokenizer(lines, vocab_size=vocab_size)
-    model = tiny_t5(tokenizer, seed=seed, d_model=d_model, layers=layers)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    _save_tiny("T5", tiny_t5(tokenizer, seed=seed, d_model=d_model, layers=layers), tokenizer, output_dir)
+
+
+def _read_all(data: List[Path], read: Callable[[Path], List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """The records of every DATA file; a file that is missing or malformed is a bad DATA."""
+    records: List[Dict[str, Any]] = []
+    for path in data:
+        if not path.is_file():
+            raise typer.BadParameter(f"{path} does not exist")
+        try:
+            records.extend(read(path))
+        except ValueError as err:  # the readers' errors name file and line
+            raise typer.BadParameter(str(err)) from None
+    return records
+
+
+def _save_tiny(what: str, model: Any, tokenizer: Any, output_dir: Path) -> None:
+    """Save a tiny model and its tokenizer, and say what was written."""
+    from .testing.tiny import save_model
+
+    save_model(model, tokenizer, output_dir)
     n = sum(p.numel() for p in model.parameters())
-    typer.echo(f"Wrote a tiny T5 ({n:,} parameters, vocabulary {len(tokenizer)}) to {output_dir}")
+    typer.echo(f"Wrote a tiny {what} ({n:,} parameters, vocabulary {len(tokenizer)}) to {output_dir}")
 
 
 def load_backend(spec: str, what: str) -> Any:

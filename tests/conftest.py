@@ -70,12 +70,9 @@ def t5_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
     """A randomly initialised tiny T5 with the session tokenizer, saved to disk."""
-    from spacy_recot.testing.tiny import tiny_t5
+    from spacy_recot.testing.tiny import save_model, tiny_t5
 
-    path = tmp_path_factory.mktemp("tiny_t5")
-    tiny_t5(t5_tokenizer).save_pretrained(path)
-    t5_tokenizer.save_pretrained(path)
-    return path
+    return save_model(tiny_t5(t5_tokenizer), t5_tokenizer, tmp_path_factory.mktemp("tiny_t5"))
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +83,7 @@ def trained_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
 
     from spacy_recot.chunks import Chunk
     from spacy_recot.prompts import make_recot_prompt
-    from spacy_recot.testing.tiny import tiny_t5
+    from spacy_recot.testing.tiny import save_model, tiny_t5
 
     prompt = make_recot_prompt()
     sources, targets = [], []
@@ -114,10 +111,7 @@ def trained_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
             if all(d.startswith(t) for d, t in zip(decoded, targets)):
                 break
     model.eval()
-    path = tmp_path_factory.mktemp("trained_t5")
-    model.save_pretrained(path)
-    t5_tokenizer.save_pretrained(path)
-    return path
+    return save_model(model, t5_tokenizer, tmp_path_factory.mktemp("trained_t5"))
 
 
 # What the tiny causal model learns to answer under the ReasoningNER prompt:
@@ -157,12 +151,9 @@ def bpe_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
     """A randomly initialised tiny Qwen3 with the session tokenizer, saved to disk."""
-    from spacy_recot.testing.tiny import tiny_qwen3
+    from spacy_recot.testing.tiny import save_model, tiny_qwen3
 
-    path = tmp_path_factory.mktemp("tiny_qwen3")
-    tiny_qwen3(bpe_tokenizer).save_pretrained(path)
-    bpe_tokenizer.save_pretrained(path)
-    return path
+    return save_model(tiny_qwen3(bpe_tokenizer), bpe_tokenizer, tmp_path_factory.mktemp("tiny_qwen3"))
 
 
 @pytest.fixture(scope="session")
@@ -173,7 +164,7 @@ def trained_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
 
     from spacy_recot.chunks import Chunk
     from spacy_recot.prompts import make_reasoning_ner_prompt
-    from spacy_recot.testing.tiny import tiny_qwen3
+    from spacy_recot.testing.tiny import save_model, tiny_qwen3
 
     prompt = make_reasoning_ner_prompt()
     tok = bpe_tokenizer
@@ -208,10 +199,7 @@ def trained_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
         if loss.item() < 0.01:
             break
     model.eval()
-    path = tmp_path_factory.mktemp("trained_qwen3")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_model(model, tok, tmp_path_factory.mktemp("trained_qwen3"))
 
 
 def reasoning_requests(sentences, labels=LABELS):
