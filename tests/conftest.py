@@ -1,6 +1,9 @@
 """Session fixtures: a T5 tokenizer trained here, tiny T5 models built from a config."""
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import List
 
@@ -11,7 +14,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
 GNER = DATA / "gner"
 GNER_SETS = [
     "crossner_ai",
@@ -255,3 +259,35 @@ def unwritable_folder(tmp_path: Path) -> Path:
             return candidate
         (candidate / "probe").unlink()
     pytest.skip(f"no folder this user (uid {os.getuid()}) cannot write in")
+
+
+def copy_project(tmp_path: Path) -> Path:
+    """A copy of the spaCy project's own files: project.yml, the files of its
+    script folders (not the outputs of earlier runs) and the configs."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "project.yml", project)
+    for folder in ("scripts", "training", "benchmarks"):
+        (project / folder).mkdir()
+        for path in (ROOT / folder).iterdir():
+            if path.is_file():
+                shutil.copy(path, project / folder)
+    shutil.copytree(ROOT / "configs", project / "configs", ignore=shutil.ignore_patterns("__pycache__"))
+    return project
+
+
+def run_workflow(project: Path, workflow: str, timeout: int) -> None:
+    """`spacy project run WORKFLOW` in `project` on this team's data; it must succeed."""
+    run = [
+        sys.executable,
+        "-m",
+        "spacy",
+        "project",
+        "run",
+        workflow,
+        str(project),
+        f"--vars.data_dir={DATA}",
+        f"--vars.pile_ner={DATA / 'pile-ner-sample' / 'sample_data.json'}",
+    ]
+    done = subprocess.run(run, cwd=project, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
