@@ -24,7 +24,7 @@ import typer
 from results_io import write_results
 
 from spacy_recot.conll import read_conll
-from spacy_recot.tiny import tiny_t5, train_t5_tokenizer
+from spacy_recot.testing.tiny import tiny_t5, train_t5_tokenizer
 
 
 def main(

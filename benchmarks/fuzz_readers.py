@@ -12,7 +12,6 @@ combining characters, tag-shaped words, runaway repeats). Writes a JSON summary.
 
 import json
 import random
-import sys
 import time
 import traceback
 import warnings
@@ -22,12 +21,10 @@ from typing import Callable, Dict, List
 
 import typer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from spacy_recot.chunks import Chunk
+from spacy_recot.tasks import OUTPUT_FORMATS, read_answer
 
-from benchmarks.results_io import write_results  # noqa: E402
-from spacy_recot.chunks import Chunk  # noqa: E402
-from spacy_recot.tasks import OUTPUT_FORMATS, read_answer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 LABELS = ["person", "location", "programming language", "award"]
 VOCAB = [
@@ -222,6 +219,10 @@ def main(
     seed: int = typer.Option(0, "--seed"),
     output: Path = typer.Option(ROOT / "benchmarks" / "results" / "fuzz_readers.json", "--output", "-o"),
 ) -> None:
+    # Here, not at the top: tests import this file as benchmarks.fuzz_readers, without
+    # benchmarks/ on sys.path (run as a script, it is).
+    from results_io import write_results
+
     summary = run(n, seed)
     write_results(output, summary)
     for fmt in OUTPUT_FORMATS:

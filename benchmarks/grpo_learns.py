@@ -17,11 +17,9 @@ import tempfile
 from pathlib import Path
 
 import typer
+from results_io import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.results_io import write_results  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pile-ner-sample" / "sample_data.json"
 
@@ -40,14 +38,15 @@ def sampled_reward(model_dir: Path, data: Path, samples: int, seed: int) -> dict
 
     from spacy_recot.backends import make_hf_causal_v2
     from spacy_recot.chunks import Chunk, Request
-    from spacy_recot.cot_data import chat_example, read_jsonl
+    from spacy_recot.cot_data import chat_example
+    from spacy_recot.jsonl import load_jsonl
     from spacy_recot.rewards import f1_reward, schema_reward
 
     torch.manual_seed(seed)
     backend = make_hf_causal_v2(
         str(model_dir), max_new_tokens=96, generation={"do_sample": True, "temperature": 1.0, "top_k": 0}
     )
-    rows = [chat_example(r) for r in read_jsonl(data)] * samples
+    rows = [chat_example(r) for r in load_jsonl(data)] * samples
     answers = backend([Request(r["prompt"][0]["content"], Chunk.from_text(r["sentence"])) for r in rows])
     f1 = f1_reward(answers, [r["entities"] for r in rows], [r["schema"] for r in rows], [r["sentence"] for r in rows])
     schema = schema_reward(answers, [r["schema"] for r in rows])

@@ -12,22 +12,20 @@ the summary stay near 2 (fastest of 3 runs each).
 """
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
 import typer
+from results_io import machine, write_results
+
+from spacy_recot.answers import Answer
+from spacy_recot.chunks import Chunk
+from spacy_recot.tasks import read_answer
+from spacy_recot.tasks.confidence import entity_scores
+from spacy_recot.tasks.think import rationale_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.results_io import machine, write_results  # noqa: E402
-from spacy_recot.answers import Answer  # noqa: E402
-from spacy_recot.chunks import Chunk  # noqa: E402
-from spacy_recot.tasks import read_answer  # noqa: E402
-from spacy_recot.tasks.confidence import entity_scores  # noqa: E402
-from spacy_recot.tasks.think import rationale_sentences  # noqa: E402
 
 LABELS = ["person"]
 CHUNK = Chunk.from_words("Barack Obama visited Paris .".split())

@@ -19,8 +19,8 @@ from results_io import write_results
 
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import evaluate_dataset, read_examples
-from spacy_recot.oracle import NOISE_MODES
-from spacy_recot.scoring import average_f
+from spacy_recot.metrics import average_f
+from spacy_recot.testing.oracle import NOISE_MODES
 
 PROMPTS = {"bio": "spacy_recot.GNERPrompt.v1", "entities": "spacy_recot.EntityListPrompt.v1"}
 

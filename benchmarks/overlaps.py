@@ -10,18 +10,16 @@ answers are then read with each policy, so the comparison is exact. Writes JSON.
         --output benchmarks/results/overlaps.json
 """
 
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List
 
 import typer
+from results_io import write_results
+
+from spacy_recot.backends.packaged import DEFAULT_PACKAGED
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.results_io import write_results  # noqa: E402
-from spacy_recot.backends.packaged import DEFAULT_PACKAGED  # noqa: E402
 
 SETS = ["crossner_ai", "crossner_literature", "crossner_music", "crossner_politics", "crossner_science", "mit-movie"]
 
@@ -40,7 +38,7 @@ def main(
     from spacy.training import Example
 
     from spacy_recot.conll import read_conll, read_label_file, sentences_to_docs
-    from spacy_recot.scoring import average_f, normalized_prf
+    from spacy_recot.metrics import average_f, normalized_prf
 
     nlp = spacy.blank("en")
     model = {"@misc": "spacy_recot.PackagedCausal.v3", "name": model_name, "dtype": dtype}

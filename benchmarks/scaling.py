@@ -29,9 +29,9 @@ import spacy
 import typer
 from results_io import write_results
 
-from spacy_recot.annotate import annotate
 from spacy_recot.backends.packaged import FAST_PACKAGED
 from spacy_recot.conll import read_labels
+from spacy_recot.corpus import annotate
 from spacy_recot.evaluation import read_examples
 
 app = typer.Typer(add_completion=False)
@@ -89,14 +89,21 @@ def bench_annotate(texts: List[str], labels: List[str], runs: int, shard_size: i
         "ray_start_s": round(ray_start, 2),
         "variants": {
             name: {
-                "median_s": round(statistics.median(ts), 2),
-                "runs_s": [round(t, 2) for t in ts],
-                "s_per_sentence": round(statistics.median(ts) / len(texts), 3),
+                **timings(ts, len(texts)),
                 "speedup_vs_single_process": round(base / statistics.median(ts), 2),
                 "output_identical_to_single_process": outputs[name] == outputs["single process"],
             }
             for name, ts in times.items()
         },
+    }
+
+
+def timings(seconds: List[float], sentences: int) -> Dict[str, Any]:
+    """The median of a variant's runs, each run, and the median per sentence."""
+    return {
+        "median_s": round(statistics.median(seconds), 2),
+        "runs_s": [round(t, 2) for t in seconds],
+        "s_per_sentence": round(statistics.median(seconds) / sentences, 3),
     }
 
 
@@ -133,12 +140,7 @@ def bench_server(texts: List[str], labels: List[str], runs: int, tmp: Path) -> D
         "sentences": len(texts),
         "server_start_s": round(server_start, 1),
         "variants": {
-            name: {
-                "median_s": round(statistics.median(ts), 2),
-                "runs_s": [round(t, 2) for t in ts],
-                "s_per_sentence": round(statistics.median(ts) / len(texts), 3),
-                "speedup_vs_in_process": round(base / statistics.median(ts), 2),
-            }
+            name: {**timings(ts, len(texts)), "speedup_vs_in_process": round(base / statistics.median(ts), 2)}
             for name, ts in times.items()
         },
         "same_entities": sum(a[0] == b[0] for a, b in zip(server, local)),

@@ -271,7 +271,7 @@ def measure_seq2seq(data: Path, set_name: str, n: int, runs: int) -> Dict[str, A
     from spacy_recot.conll import read_conll
     from spacy_recot.generation.bio_forced import TagHead, WordChoices, unchanged_positions
     from spacy_recot.tasks import make_gner_prompt
-    from spacy_recot.tiny import train_t5_tokenizer
+    from spacy_recot.testing.tiny import train_t5_tokenizer
 
     path = data / set_name / "test.spacy"
     labels = read_labels(path)

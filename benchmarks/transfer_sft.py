@@ -25,11 +25,9 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import typer
+from results_io import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.results_io import write_results  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "crossner"
 TRAIN_DOMAINS = ("ai", "literature", "music", "science")
@@ -103,7 +101,7 @@ def main(
     for domain in TRAIN_DOMAINS:
         target = work / "corpus" / domain / "train.spacy"
         run(["-m", "spacy_recot", "convert", str(DATA / domain / "train.txt"), str(target), "--label-map", label_map])
-        records += cd.read_records(target, limit=per_domain)
+        records += cd.read_training_records(target, limit=per_domain)
     data = work / "records.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     test_set = work / "corpus" / HELD_OUT / "test.spacy"

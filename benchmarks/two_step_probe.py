@@ -26,7 +26,7 @@ from results_io import write_results
 from spacy_recot.chunks import doc_words
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import read_examples
-from spacy_recot.scoring import normalize
+from spacy_recot.metrics import normalize
 from spacy_recot.tasks.grammar import candidate_entities
 
 SPANS_PROMPT = """Please list every named entity in the following sentence: names of people, organizations, places, works, products, events, and terms of these kinds: {labels}. Copy each entity exactly as it is written in the sentence. Return them in JSON format.

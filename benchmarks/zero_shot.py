@@ -28,7 +28,7 @@ from results_io import machine, write_results
 
 from spacy_recot.conll import read_labels
 from spacy_recot.evaluation import evaluate_dataset, read_examples
-from spacy_recot.scoring import average_f
+from spacy_recot.metrics import average_f
 
 
 def main(

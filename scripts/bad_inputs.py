@@ -71,7 +71,7 @@ def _model_with_its_own_code(tmp: Path) -> None:
     """A model folder whose config.json asks transformers to import its own code."""
     import json
 
-    from spacy_recot.tiny import train_bpe_tokenizer
+    from spacy_recot.testing.tiny import train_bpe_tokenizer
 
     folder = tmp / "custom_model"
     train_bpe_tokenizer(["Barack Obama visited Paris."], vocab_size=300).save_pretrained(folder)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make the virtual environment that serves models with vLLM's CPU build, for the
-# server-backend tests and benchmarks (spacy_recot.server.local_vllm finds it).
+# server-backend tests and benchmarks (spacy_recot.backends.vllm.local_vllm finds it).
 # vLLM pins its own torch and transformers, so it cannot share this project's
 # environment. Usage: scripts/vllm_venv.sh [FOLDER]  (default: the cache folder)
 set -euo pipefail

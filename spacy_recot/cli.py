@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 import typer
 
@@ -196,6 +196,24 @@ def preprocess(
         typer.echo(f"  {key}: {value}")
 
 
+# The backends `init-pipeline` writes, by kind of model.
+INIT_BACKENDS = {"seq2seq": "spacy_recot.HFSeq2Seq.v3", "causal": "spacy_recot.HFCausal.v2"}
+# ReasoningNER writes its reasoning before the entities: its recipe lets a completion
+# run to 4096 tokens (GRPO's max_completion_length, training/train_grpo.py).
+REASONING_MAX_NEW_TOKENS = 4096
+
+
+def guess_model_kind(model_dir: str, prompt: str) -> str:
+    """seq2seq or causal: from the model's config.json (an encoder-decoder or
+    not), or, without one (a hub id), from the prompt it was trained on."""
+    config_file = Path(model_dir) / "config.json"
+    if config_file.exists():
+        is_seq2seq = bool(json.loads(config_file.read_text(encoding="utf-8")).get("is_encoder_decoder"))
+    else:
+        is_seq2seq = prompt != "reasoning"
+    return "seq2seq" if is_seq2seq else "causal"
+
+
 @app.command("init-pipeline")
 def init_pipeline(
     model_dir: str = typer.Argument(
@@ -212,13 +230,15 @@ def init_pipeline(
         help="The prompt the model was trained on: recot or gner (seq2seq), reasoning (causal, ReasoningNER's prompt).",
     ),
     name: str = typer.Option("recot_ner", "--name", help="The pipeline's meta name (spacy package uses it)."),
-    max_input_tokens: int = typer.Option(
-        640, "--max-input-tokens", help="Longer docs are split (use training's --max-source-length)."
+    max_input_tokens: Optional[int] = typer.Option(
+        None,
+        "--max-input-tokens",
+        help="Longer docs are split (use training's --max-source-length; default: the backend's own).",
     ),
     max_new_tokens: Optional[int] = typer.Option(
         None,
         "--max-new-tokens",
-        help="The longest answer (default: 640 for seq2seq, 4096 for causal models, whose reasoning comes first).",
+        help=f"The longest answer (default: the backend's own; {REASONING_MAX_NEW_TOKENS} with --prompt reasoning, whose reasoning comes first).",
     ),
     backend_kind: str = typer.Option(
         "auto",
@@ -243,29 +263,22 @@ def init_pipeline(
     if backend_kind not in ("auto", "seq2seq", "causal"):
         raise typer.BadParameter(f"--backend must be auto, seq2seq or causal, not {backend_kind!r}")
     if backend_kind == "auto":
-        config_file = Path(model_dir) / "config.json"
-        if config_file.exists():
-            is_seq2seq = bool(json.loads(config_file.read_text(encoding="utf-8")).get("is_encoder_decoder"))
-        else:
-            is_seq2seq = prompt != "reasoning"
-        backend_kind = "seq2seq" if is_seq2seq else "causal"
+        backend_kind = guess_model_kind(model_dir, prompt)
     if backend_kind == "seq2seq" and prompt == "reasoning":
         raise typer.BadParameter("--prompt reasoning needs a causal model (a seq2seq model cannot write its JSON)")
-    backend = "spacy_recot.HFCausal.v2" if backend_kind == "causal" else "spacy_recot.HFSeq2Seq.v3"
-    if max_new_tokens is None:
-        max_new_tokens = 4096 if backend_kind == "causal" else 640
+    if max_new_tokens is None and prompt == "reasoning":
+        max_new_tokens = REASONING_MAX_NEW_TOKENS
+    # Only what is given: the backend's own defaults fill the rest.
+    sizes = {"max_input_tokens": max_input_tokens, "max_new_tokens": max_new_tokens}
+    model = {"@misc": INIT_BACKENDS[backend_kind], "name_or_path": model_dir}
+    model.update({key: value for key, value in sizes.items() if value is not None})
     nlp = spacy.blank("en")
     nlp.meta["name"] = name
     nlp.add_pipe(
         "recot_ner",
         config={
             "labels": json.loads(labels.read_text(encoding="utf-8")),
-            "model": {
-                "@misc": backend,
-                "name_or_path": model_dir,
-                "max_input_tokens": max_input_tokens,
-                "max_new_tokens": max_new_tokens,
-            },
+            "model": model,
             "prompt": {"@misc": prompts[prompt]},
         },
     )
@@ -287,24 +300,18 @@ def tiny_qwen3_command(
 ) -> None:
     """Build a tiny Qwen3 (random weights, a byte-level BPE tokenizer with a ChatML
     template trained on DATA): the base model of the CPU smoke run of the reasoning workflow."""
-    from .cot_data import chat_example, read_jsonl
-    from .tiny import tiny_qwen3, train_bpe_tokenizer
+    from .cot_data import chat_example
+    from .jsonl import load_jsonl
+    from .testing.tiny import tiny_qwen3, train_bpe_tokenizer
 
     lines: List[str] = []
-    for path in data:
-        for record in read_jsonl(path):
-            example = chat_example({**record, "cot": record.get("cot", "")})
-            lines.extend(
-                example["prompt"][0]["content"].splitlines() + example["completion"][0]["content"].splitlines()
-            )
+    for record in _read_all(data, load_jsonl):
+        example = chat_example({**record, "cot": record.get("cot", "")})
+        lines.extend(example["prompt"][0]["content"].splitlines() + example["completion"][0]["content"].splitlines())
     if not lines:
         raise typer.BadParameter("no records in DATA to train the tokenizer on")
     tokenizer = train_bpe_tokenizer(lines, vocab_size=vocab_size)
-    model = tiny_qwen3(tokenizer, seed=seed, hidden=hidden, layers=layers)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    n = sum(p.numel() for p in model.parameters())
-    typer.echo(f"Wrote a tiny Qwen3 ({n:,} parameters, vocabulary {len(tokenizer)}) to {output_dir}")
+    _save_tiny("Qwen3", tiny_qwen3(tokenizer, seed=seed, hidden=hidden, layers=layers), tokenizer, output_dir)
 
 
 @app.command("tiny-t5")
@@ -321,18 +328,35 @@ def tiny_t5_command(
     """Build a tiny T5 (random weights, a sentencepiece tokenizer trained on DATA):
     the base model of the CPU smoke run of the training workflow."""
     from .instruction_data import read_instances
-    from .tiny import tiny_t5, train_t5_tokenizer
+    from .testing.tiny import tiny_t5, train_t5_tokenizer
 
     lines: List[str] = []
-    for path in data:
-        for row in read_instances(path):
-            lines.extend(row.get("source", "").splitlines() + [row.get("target", "")])
+    for row in _read_all(data, read_instances):
+        lines.extend(row.get("source", "").splitlines() + [row.get("target", "")])
     tokenizer = train_t5_tokenizer(lines, vocab_size=vocab_size)
-    model = tiny_t5(tokenizer, seed=seed, d_model=d_model, layers=layers)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    _save_tiny("T5", tiny_t5(tokenizer, seed=seed, d_model=d_model, layers=layers), tokenizer, output_dir)
+
+
+def _read_all(data: List[Path], read: Callable[[Path], List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """The records of every DATA file; a file that is missing or malformed is a bad DATA."""
+    records: List[Dict[str, Any]] = []
+    for path in data:
+        if not path.is_file():
+            raise typer.BadParameter(f"{path} does not exist")
+        try:
+            records.extend(read(path))
+        except ValueError as err:  # the readers' errors name file and line
+            raise typer.BadParameter(str(err)) from None
+    return records
+
+
+def _save_tiny(what: str, model: Any, tokenizer: Any, output_dir: Path) -> None:
+    """Save a tiny model and its tokenizer, and say what was written."""
+    from .testing.tiny import save_model
+
+    save_model(model, tokenizer, output_dir)
     n = sum(p.numel() for p in model.parameters())
-    typer.echo(f"Wrote a tiny T5 ({n:,} parameters, vocabulary {len(tokenizer)}) to {output_dir}")
+    typer.echo(f"Wrote a tiny {what} ({n:,} parameters, vocabulary {len(tokenizer)}) to {output_dir}")
 
 
 def load_backend(spec: str, what: str) -> Any:
@@ -404,57 +428,27 @@ def cot_data_command(
 ) -> None:
     """Build NER-CoT records (sentence, schema, cot, entities) in three resumable
     stages: (a) a teacher annotates, (b) rules validate, (c) a judge scores."""
-    from . import cot_data as cd
+    from .cot_data import CoTDataError, make_ner_cot
+    from .instruction_data import InstructionDataError
 
-    if not 0 <= threshold <= 10:
-        raise typer.BadParameter(f"--threshold must be 0-10, not {threshold}")
-    annotated, given = [], []
-    for path in inputs:
-        if not path.exists():
-            raise typer.BadParameter(f"{path} does not exist")
-        if cd.has_chains(path):
-            given.extend(cd.read_records(path, limit))
-        else:
-            annotated.extend(cd.read_labelled(path, limit=limit))
-    out = output_dir
-    counts: Dict[str, Any] = {}
-    if annotated:
-        if teacher is None:
-            raise typer.BadParameter("--teacher is needed to annotate labelled data (stage a)")
-        counts["annotate"] = cd.annotate(
-            annotated,
-            out / "annotated.jsonl",
-            load_backend(teacher, "--teacher"),
-            show_gold=show_gold,
-            batch_size=batch_size,
-        )
-    records = cd.read_jsonl(out / "annotated.jsonl") + given
-    counts["validate"] = cd.validate(
-        records, out / "validated.jsonl", out / "rejected_validation.jsonl", match_gold, gold_answer
-    )
-    kept = cd.read_jsonl(out / "validated.jsonl")
-    if judge_model:
-        backend = load_backend(judge_model, "--judge")
-        if getattr(backend, "constrained", False):
-            raise typer.BadParameter("--judge: a judge answers with a number; use a backend with constrained = false")
-        counts["judge"] = cd.judge(
-            kept,
-            out / "judged.jsonl",
-            out / "rejected_judge.jsonl",
-            backend,
+    try:
+        counts, kept = make_ner_cot(
+            inputs,
+            output_dir,
+            teacher=(lambda: load_backend(teacher, "--teacher")) if teacher else None,
+            judge_model=(lambda: load_backend(judge_model, "--judge")) if judge_model else None,
             threshold=threshold,
+            show_gold=show_gold,
+            match_gold=match_gold,
+            gold_answer=gold_answer,
+            limit=limit,
             batch_size=batch_size,
         )
-        kept = cd.read_jsonl(out / "judged.jsonl")
-    final = out / "ner_cot.jsonl"
-    final.write_text(
-        "".join(json.dumps(cd.ner_cot_record(r), ensure_ascii=False) + "\n" for r in kept), encoding="utf-8"
-    )
-    counts = {stage: dict(sorted(c.items())) for stage, c in counts.items()}
-    (out / "counts.json").write_text(json.dumps(counts, indent=2) + "\n", encoding="utf-8")
+    except (CoTDataError, InstructionDataError) as err:  # a missing or malformed input, a missing or constrained model
+        raise typer.BadParameter(str(err)) from None
     for stage, c in counts.items():
         typer.echo(f"{stage}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
-    typer.echo(f"Wrote {len(kept)} NER-CoT records to {final}")
+    typer.echo(f"Wrote {kept} NER-CoT records to {output_dir / 'ner_cot.jsonl'}")
 
 
 @app.command("grpo-sample")
@@ -474,18 +468,16 @@ def grpo_sample_command(
 ) -> None:
     """ReasoningNER's stratified GRPO sample, with the evaluation sets kept out by default."""
     from . import cot_data as cd
+    from .jsonl import write_jsonl
 
     records: List[Dict[str, Any]] = []
     for path in inputs:
         if not path.exists():
             raise typer.BadParameter(f"{path} does not exist")
-        records.extend(cd.read_records(path))
+        records.extend(cd.read_training_records(path))
     sample, report = cd.stratified_sample(records, num_samples, max_count, seed, not include_evaluation_sets)
-    output.parent.mkdir(parents=True, exist_ok=True)
     keys = ("guid", "sentence", "schema", "entities", "source")
-    output.write_text(
-        "".join(json.dumps({k: r.get(k) for k in keys}, ensure_ascii=False) + "\n" for r in sample), encoding="utf-8"
-    )
+    write_jsonl(output, ({k: r.get(k) for k in keys} for r in sample))
     if report["excluded_evaluation_sets"]:
         typer.echo(
             f"Left out (evaluation sets; --include-evaluation-sets takes them): {', '.join(report['excluded_evaluation_sets'])}"
@@ -556,7 +548,7 @@ def annotate(
     skips the shards written, and retries those whose docs failed. A record
     that can never be annotated is listed, with its line number, in its shard's
     errors file (errors-00000.jsonl); the rest of its shard is written."""
-    from .annotate import annotate as run
+    from .corpus import annotate as run
 
     try:
         summary = run(

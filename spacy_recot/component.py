@@ -151,7 +151,7 @@ class RecotNER(Pipe):
 
     A thin pipe over three parts: the prompt renders each chunk of a doc, the
     backend turns a batch of prompts into answers, and the reader of the
-    prompt's output format (`spacy_recot.readers`) turns each answer into
+    prompt's output format (`spacy_recot.tasks`) turns each answer into
     character spans.
     """
 

@@ -5,7 +5,7 @@ A record is `{guid, sentence, schema, cot, entities: [{text, label}], source}`
 built from labelled data (Pile-NER, a converted `.spacy` set) in three stages,
 each writing JSON lines and counting what it dropped and why:
 
-(a) `annotate`: a teacher model (any backend the component supports) writes a
+(a) `teach`: a teacher model (any backend the component supports) writes a
     reasoning chain and an entity list for each sentence and schema; the
     answer is read with the component's reader;
 (b) `validate`: a record is kept only if the answer's JSON parses as written,
@@ -24,12 +24,12 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
 from .chunks import Chunk, Request
-from .instruction_data import InstructionDataError, read_json_records
+from .jsonl import JsonlAppender, load_jsonl, read_jsonl, write_jsonl
 from .labels import LabelMatcher
 from .rewards import answer_text, entity_pairs
 from .tasks import REASONING_NER_TEMPLATE, EntityListPrompt, read_entities
@@ -87,13 +87,9 @@ def read_ner_cot(path: Path) -> Iterator[Record]:
     """Records of a NER-CoT file (JSON list or JSON lines): guid, dataset or
     source, sentence, schema, cot, entities (a list of {text, label} or a
     {label: [text]} object)."""
-    try:
-        raws = read_json_records(Path(path))
-    except InstructionDataError as err:
-        raise CoTDataError(str(err)) from None
-    for i, raw in enumerate(raws):
-        if not isinstance(raw, dict) or not isinstance(raw.get("sentence"), str):
-            raise CoTDataError(f"{path} record {i}: expected an object with a 'sentence' string")
+    for i, (number, raw) in enumerate(read_jsonl(path, json_file=True, error=CoTDataError)):
+        if not isinstance(raw.get("sentence"), str):
+            raise CoTDataError(f"{path}:{number}: expected a 'sentence' string")
         schema = schema_list(raw.get("schema"))
         yield {
             "guid": str(raw.get("guid", f"{Path(path).stem}-{i}")),
@@ -145,45 +141,13 @@ def read_labelled(path: Path, source: Optional[str] = None, limit: int = 0) -> I
         }
 
 
-class JsonlWriter:
-    """Appends records to a JSON lines file, one flushed line each; knows the
-    guids already written (a cut-off last line is dropped first)."""
+class JsonlWriter(JsonlAppender):
+    """Appends a stage's records to its JSON lines file, one flushed line each;
+    `done` holds the records already written, by guid (a cut-off last line is
+    dropped first)."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.done: Dict[str, Record] = {}
-        if self.path.exists():
-            data = self.path.read_bytes()
-            lines = data.split(b"\n")
-            tail = lines.pop()  # after the last newline: empty, or a line cut off by a crash
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line.decode("utf-8"))
-                    self.done[record["guid"]] = record
-                except (ValueError, KeyError, TypeError):
-                    raise CoTDataError(
-                        f"{self.path}:{number}: not a record of this stage; fix or remove the line to resume"
-                    ) from None
-            if tail:
-                self.path.write_bytes(data[: len(data) - len(tail)])
-        self._file = open(self.path, "a", encoding="utf-8")
-
-    def write(self, record: Record) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
-        self.done[record["guid"]] = record
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> "JsonlWriter":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        super().__init__(path, key="guid", error=CoTDataError)
 
 
 def teacher_prompt(record: Record, show_gold: bool = False) -> str:
@@ -220,7 +184,7 @@ def _batches(records: Iterable[Record], size: int) -> Iterator[List[Record]]:
         yield batch
 
 
-def annotate(
+def teach(
     records: Iterable[Record],
     output: Path,
     teacher: Callable[[Sequence[Request]], List[str]],
@@ -376,22 +340,10 @@ def judge(
     return counts
 
 
-def read_jsonl(path: Path) -> List[Record]:
-    """The records of a stage's output (JSON lines); a bad line fails naming file:line."""
-    if not Path(path).exists():
-        return []
-    records = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as err:
-            raise CoTDataError(f"{path}:{number}: not a JSON record ({err})") from None
-        if not isinstance(record, dict):
-            raise CoTDataError(f"{path}:{number}: expected a JSON object")
-        records.append(record)
-    return records
+def read_stage(path: Path) -> List[Record]:
+    """The records a stage wrote (JSON lines), none before it has run; a bad
+    line fails naming file:line."""
+    return load_jsonl(path, error=CoTDataError) if Path(path).exists() else []
 
 
 def has_chains(path: Path) -> bool:
@@ -399,13 +351,14 @@ def has_chains(path: Path) -> bool:
     path = Path(path)
     if path.suffix not in (".json", ".jsonl"):
         return False
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:  # a bad byte is for the reader to name
         return '"cot"' in f.read(20000)
 
 
-def read_records(path: Path, limit: int = 0) -> List[Record]:
-    """Records with gold `entities` from any input the training commands take:
-    NER-CoT files (with their chains) or labelled data (no chain)."""
+def read_training_records(path: Path, limit: int = 0) -> List[Record]:
+    """Records with gold `entities` (and a `cot`, empty without a chain) from
+    any input the training commands take: NER-CoT files (with their chains) or
+    labelled data (no chain)."""
     if has_chains(path):
         return list(read_ner_cot(path))[: limit or None]
     return [{**r, "entities": r.pop("gold"), "cot": ""} for r in read_labelled(path, limit=limit)]
@@ -421,6 +374,86 @@ def ner_cot_record(record: Record) -> Record:
         "cot": record["cot"],
         "entities": [{"text": e["text"], "label": e["label"]} for e in record["entities"]],
     }
+
+
+Model = Callable[[Sequence[Request]], List[str]]
+
+
+def make_ner_cot(
+    inputs: Sequence[Path],
+    output_dir: Path,
+    *,
+    teacher: Optional[Callable[[], Model]] = None,
+    judge_model: Optional[Callable[[], Model]] = None,
+    threshold: int = 9,
+    show_gold: bool = False,
+    match_gold: bool = False,
+    gold_answer: bool = False,
+    limit: int = 0,
+    batch_size: int = 8,
+    show_progress: bool = True,
+) -> Tuple[Dict[str, Dict[str, int]], int]:
+    """NER-CoT records from `inputs` in `output_dir`: labelled data goes through
+    the three stages, NER-CoT files (records with a chain) skip stage (a). Each
+    stage writes its JSON lines there (`annotated.jsonl`, `validated.jsonl`,
+    `judged.jsonl` and the rejects) and resumes what a stopped run left; then
+    `ner_cot.jsonl` (the records kept, in the public NER-CoT format) and
+    `counts.json` (each stage's counts). Returns the counts and the number of
+    records kept.
+
+    teacher, judge_model (Optional[Callable[[], Model]]): Load the backend of
+        stage (a) / (c), called only when the stage runs; without a judge,
+        stage (c) is skipped.
+    The other settings are `teach`'s, `validate`'s and `judge`'s; `limit` takes
+    the first records of each input (0: all).
+    """
+    if not 0 <= threshold <= 10:
+        raise CoTDataError(f"--threshold must be 0-10, not {threshold}")
+    to_teach: List[Record] = []
+    given: List[Record] = []
+    for path in inputs:
+        if not Path(path).exists():
+            raise CoTDataError(f"{path} does not exist")
+        if has_chains(path):
+            given.extend(read_training_records(path, limit))
+        else:
+            to_teach.extend(read_labelled(path, limit=limit))
+    out = Path(output_dir)
+    counts: Dict[str, Counter] = {}
+    if to_teach:
+        if teacher is None:
+            raise CoTDataError("--teacher is needed to annotate labelled data (stage a)")
+        counts["annotate"] = teach(
+            to_teach,
+            out / "annotated.jsonl",
+            teacher(),
+            show_gold=show_gold,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+    records = read_stage(out / "annotated.jsonl") + given
+    counts["validate"] = validate(
+        records, out / "validated.jsonl", out / "rejected_validation.jsonl", match_gold, gold_answer
+    )
+    kept = read_stage(out / "validated.jsonl")
+    if judge_model is not None:
+        backend = judge_model()
+        if getattr(backend, "constrained", False):
+            raise CoTDataError("--judge: a judge answers with a number; use a backend with constrained = false")
+        counts["judge"] = judge(
+            kept,
+            out / "judged.jsonl",
+            out / "rejected_judge.jsonl",
+            backend,
+            threshold=threshold,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+        kept = read_stage(out / "judged.jsonl")
+    write_jsonl(out / "ner_cot.jsonl", (ner_cot_record(r) for r in kept))
+    sorted_counts = {stage: dict(sorted(c.items())) for stage, c in counts.items()}
+    (out / "counts.json").write_text(json.dumps(sorted_counts, indent=2) + "\n", encoding="utf-8")
+    return sorted_counts, len(kept)
 
 
 # The seven zero-shot evaluation sets (and CrossNER's domains by their folder

@@ -3,7 +3,7 @@
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import spacy
 from spacy.language import Language
@@ -13,7 +13,7 @@ from spacy.training import Example
 
 from .component import USER_DATA_KEY
 from .conll import labels_file, read_docbin, read_labels
-from .scoring import average_f, normalized_prf
+from .metrics import average_f, micro_f1, normalized_prf, paired_bootstrap, span_counts
 
 TOKENIZATIONS = ("reference", "pipeline")
 
@@ -121,3 +121,46 @@ def evaluate_pipeline(
     results["average_ents_f"] = average_f(results["datasets"], "ents_f")
     results["average_normalized_f"] = average_f({k: v["normalized"] for k, v in results["datasets"].items()}, "f")
     return results
+
+
+def compare_runs(
+    result_a: Dict[str, Any], result_b: Dict[str, Any], data: Path, samples: int = 1000, seed: int = 0
+) -> Dict[str, Any]:
+    """Two runs of `benchmarks/zero_shot.py` (with each doc's predictions) on the
+    same sentences: per set and over all, the docs whose entities changed, the
+    exact-span micro F1 of each run, and the paired bootstrap interval of the
+    difference (b - a). `data` holds the converted sets (`<set>/test.spacy`),
+    whose gold entities are read again."""
+    nlp = spacy.blank("en")
+    per_set: Dict[str, Any] = {}
+    rows_a: List[Tuple[int, int, int]] = []
+    rows_b: List[Tuple[int, int, int]] = []
+    for name, res_a in result_a["datasets"].items():
+        res_b = result_b["datasets"].get(name)
+        if res_b is None:
+            continue
+        pa, pb = res_a["predictions"], res_b["predictions"]
+        n = min(len(pa), len(pb))
+        golds = [
+            [(e.start_char, e.end_char, e.label_) for e in eg.reference.ents]
+            for eg in read_examples(nlp, Path(data) / name / "test.spacy", limit=n)
+        ]
+        changed = sum(sorted(map(tuple, x)) != sorted(map(tuple, y)) for x, y in zip(pa[:n], pb[:n]))
+        ca = [span_counts(p, g) for p, g in zip(pa[:n], golds)]
+        cb = [span_counts(p, g) for p, g in zip(pb[:n], golds)]
+        rows_a += ca
+        rows_b += cb
+        per_set[name] = {"docs": n, "changed_docs": changed, "f1_a": micro_f1(ca), "f1_b": micro_f1(cb)}
+    low, high = paired_bootstrap(rows_a, rows_b, samples, seed)
+    total = sum(v["docs"] for v in per_set.values())
+    changed = sum(v["changed_docs"] for v in per_set.values())
+    return {
+        "docs": total,
+        "changed_docs": changed,
+        "changed_share": changed / total if total else 0.0,
+        "micro_f1_a": micro_f1(rows_a),
+        "micro_f1_b": micro_f1(rows_b),
+        "micro_f1_difference": micro_f1(rows_b) - micro_f1(rows_a),
+        "bootstrap_95_interval_of_difference": [low, high],
+        "sets": per_set,
+    }

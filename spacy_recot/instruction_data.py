@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .chunks import Chunk, split_chunk
+from .jsonl import read_jsonl
 from .tasks import bio_prompt, spans_to_tags
 from .tasks.bio_tags import tags_to_spans
 
@@ -43,25 +44,6 @@ class Passage:
     words: List[str]
     spans: List[Tuple[int, int, str]]
     negatives: List[str] = field(default_factory=list)
-
-
-def read_json_records(path: Path) -> List[Any]:
-    """The records of a JSON list (or object) or JSON lines file; a bad line fails naming file:line."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-        return data if isinstance(data, list) else [data]
-    except json.JSONDecodeError:
-        pass
-    records = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise InstructionDataError(f"{path}:{i}: not JSON (nor is the whole file): {err.msg}") from None
-    return records
 
 
 def _gliner_passage(path: Path, i: int, record: Dict[str, Any]) -> Passage:
@@ -150,9 +132,7 @@ def read_pile_ner(path: Path, counts: Optional[Counter] = None) -> Iterator[Pass
         yield from read_spacy_passages(Path(path))
         return
     tokenizer = None
-    for i, record in enumerate(read_json_records(Path(path))):
-        if not isinstance(record, dict):
-            raise InstructionDataError(f"{path} record {i}: expected an object, got {type(record).__name__}")
+    for i, (_, record) in enumerate(read_jsonl(path, json_file=True, error=InstructionDataError)):
         if "conversations" in record:
             if tokenizer is None:
                 import spacy
@@ -327,15 +307,9 @@ def preprocess(
 def read_instances(path: Path) -> List[Dict[str, Any]]:
     """Instances written by `preprocess` (words, tags, labels, source, target)."""
     rows = []
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InstructionDataError(f"{path}:{i}: not JSON: {err.msg}") from None
+    for number, row in read_jsonl(path, error=InstructionDataError):
         missing = [k for k in ("words", "tags", "labels") if k not in row]
         if missing:
-            raise InstructionDataError(f"{path}:{i}: missing {missing}")
+            raise InstructionDataError(f"{path}:{number}: missing {missing}")
         rows.append(row)
     return rows

@@ -3,7 +3,7 @@
 TRL 1.x calls a reward function with the keyword arguments `prompts`,
 `completions`, `completion_ids` and every column of the dataset, and wants one
 float per completion. Both rewards read an answer exactly as the component
-does (`spacy_recot.readers.read_entities`): the F1 reward places each entity
+does (`spacy_recot.tasks.read_entities`): the F1 reward places each entity
 string in the sentence, so an entity that is not in the sentence earns
 nothing, and scores the papers' normalized (text, label) pairs.
 
@@ -24,7 +24,7 @@ from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .chunks import Chunk
-from .scoring import normalize
+from .metrics import normalize
 from .tasks import read_entities
 from .tasks.json_answer import FENCE_RE
 from .tasks.think import split_rationale

@@ -1,15 +1,38 @@
 """What the training scripts share: the one-process distributed environment,
-the token loss (RCLoss or cross-entropy) scaled for gradient accumulation, and
-the plot of a run's curves."""
+the token loss (RCLoss or cross-entropy) scaled for gradient accumulation, the
+causal model, prompt, trainer settings and command-line options of the two TRL
+scripts (train_sft.py, train_grpo.py), and the plot and log of a run."""
 
+import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import typer
+
 LOSSES = ("rcloss", "ce")
 logger = logging.getLogger("spacy_recot.training")
+
+# The command-line options train_sft.py and train_grpo.py take alike.
+OUTPUT_DIR_OPTION = typer.Option(..., "--output-dir", "-o")
+LORA_OPTION = typer.Option(False, "--lora", help="Train a LoRA adapter (peft) instead of every weight.")
+LORA_R_OPTION = typer.Option(16, "--lora-r")
+LORA_ALPHA_OPTION = typer.Option(32, "--lora-alpha")
+MERGE_OPTION = typer.Option(
+    True, "--merge/--no-merge", help="With --lora: also save the merged model (else only adapter/, a few MB)."
+)
+PROMPT_OPTION = typer.Option(
+    "reasoning",
+    "--prompt",
+    help="reasoning (ReasoningNER's verbatim prompt) or zero-shot-json (the component's default prompt).",
+)
+DEEPSPEED_OPTION = typer.Option(None, "--deepspeed", help="A DeepSpeed config, e.g. configs/ds_zero3.json.")
+RESUME_OPTION = typer.Option(False, "--resume", help="Continue from the last checkpoint in --output-dir.")
+SEED_OPTION = typer.Option(42, "--seed")
+LOCAL_RANK_OPTION = typer.Option(-1, "--local_rank", hidden=True, help="Set by the deepspeed launcher.")
 
 
 def _free_port() -> int:
@@ -157,3 +180,81 @@ def save_causal_model(trainer: Any, tokenizer: Any, output_dir: Path, lora: bool
         generation.eos_token_id = eos + [stop]
     generation.pad_token_id = tokenizer.pad_token_id
     generation.save_pretrained(output_dir)
+
+
+def training_prompt(name: str) -> Any:
+    """The prompt a TRL script's --prompt names (`prompts.TRAINING_PROMPTS`),
+    with its defaults: what the trained model will be asked at inference."""
+    from spacy.util import registry
+
+    from .tasks import TRAINING_PROMPTS
+
+    if name not in TRAINING_PROMPTS:
+        raise ValueError(f"--prompt must be one of {sorted(TRAINING_PROMPTS)}, not {name!r}")
+    return registry.misc.get(TRAINING_PROMPTS[name])()
+
+
+def load_causal_lm(model: str) -> Tuple[Any, bool]:
+    """The causal model to train, and whether it trains in bfloat16: on a GPU
+    that has it; float32 elsewhere (on a CPU too)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .backends import load_pretrained
+
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return load_pretrained(AutoModelForCausalLM, model, dtype=torch.bfloat16 if bf16 else torch.float32), bf16
+
+
+def trainer_arguments(
+    output_dir: Path,
+    *,
+    lr: float,
+    scheduler: str,
+    warmup: float,
+    epochs: float,
+    max_steps: int,
+    batch_size: int,
+    grad_accum: int,
+    bf16: bool,
+    seed: int,
+    deepspeed: Optional[Path],
+) -> Dict[str, Any]:
+    """The settings SFTConfig and GRPOConfig take alike in the TRL scripts: the
+    schedule, the batch, the precision, a GPU's gradient checkpointing (the CPU
+    otherwise), a log line per step, the two last checkpoints, no reporting."""
+    import torch
+
+    return {
+        "output_dir": str(output_dir),
+        "learning_rate": lr,
+        "lr_scheduler_type": scheduler,
+        "warmup_steps": warmup,
+        "num_train_epochs": epochs,
+        "max_steps": max_steps,
+        "per_device_train_batch_size": batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "bf16": bf16,
+        "use_cpu": not torch.cuda.is_available(),
+        "gradient_checkpointing": torch.cuda.is_available(),
+        "logging_steps": 1,
+        "save_total_limit": 2,
+        "report_to": [],
+        "seed": seed,
+        "deepspeed": str(deepspeed) if deepspeed else None,
+    }
+
+
+def train_and_save(trainer: Any, tokenizer: Any, output_dir: Path, *, resume: bool, lora: bool, merge: bool) -> float:
+    """Train (from the last checkpoint with `resume`) and save the causal model
+    (`save_causal_model`); the seconds this process trained."""
+    start = time.perf_counter()
+    train_resuming(trainer, output_dir, resume)
+    seconds = time.perf_counter() - start
+    save_causal_model(trainer, tokenizer, output_dir, lora, merge=merge)
+    return seconds
+
+
+def write_training_log(output_dir: Path, summary: Dict[str, Any]) -> None:
+    """A run's summary as `training_log.json` in its output folder."""
+    (Path(output_dir) / "training_log.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

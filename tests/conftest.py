@@ -1,6 +1,9 @@
 """Session fixtures: a T5 tokenizer trained here, tiny T5 models built from a config."""
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import List
 
@@ -11,7 +14,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
 GNER = DATA / "gner"
 GNER_SETS = [
     "crossner_ai",
@@ -62,7 +66,7 @@ def _corpus_lines() -> List[str]:
 @pytest.fixture(scope="session")
 def t5_tokenizer():
     """A T5 tokenizer (sentencepiece unigram, T5's special ids) trained on the spot."""
-    from spacy_recot.tiny import train_t5_tokenizer
+    from spacy_recot.testing.tiny import train_t5_tokenizer
 
     return train_t5_tokenizer(_corpus_lines(), vocab_size=600)
 
@@ -70,12 +74,9 @@ def t5_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
     """A randomly initialised tiny T5 with the session tokenizer, saved to disk."""
-    from spacy_recot.tiny import tiny_t5
+    from spacy_recot.testing.tiny import save_model, tiny_t5
 
-    path = tmp_path_factory.mktemp("tiny_t5")
-    tiny_t5(t5_tokenizer).save_pretrained(path)
-    t5_tokenizer.save_pretrained(path)
-    return path
+    return save_model(tiny_t5(t5_tokenizer), t5_tokenizer, tmp_path_factory.mktemp("tiny_t5"))
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +87,7 @@ def trained_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
 
     from spacy_recot.chunks import Chunk
     from spacy_recot.tasks import make_recot_prompt
-    from spacy_recot.tiny import tiny_t5
+    from spacy_recot.testing.tiny import save_model, tiny_t5
 
     prompt = make_recot_prompt()
     sources, targets = [], []
@@ -114,10 +115,7 @@ def trained_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
             if all(d.startswith(t) for d, t in zip(decoded, targets)):
                 break
     model.eval()
-    path = tmp_path_factory.mktemp("trained_t5")
-    model.save_pretrained(path)
-    t5_tokenizer.save_pretrained(path)
-    return path
+    return save_model(model, t5_tokenizer, tmp_path_factory.mktemp("trained_t5"))
 
 
 # What the tiny causal model learns to answer under the ReasoningNER prompt:
@@ -143,7 +141,7 @@ def bpe_tokenizer():
     """A byte-level BPE tokenizer (Qwen's kind) with a ChatML template, trained here."""
     from spacy_recot.chunks import Chunk
     from spacy_recot.tasks import make_reasoning_ner_prompt
-    from spacy_recot.tiny import train_bpe_tokenizer
+    from spacy_recot.testing.tiny import train_bpe_tokenizer
 
     prompt = make_reasoning_ner_prompt()
     lines = _corpus_lines() + RATIONALES
@@ -157,12 +155,9 @@ def bpe_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
     """A randomly initialised tiny Qwen3 with the session tokenizer, saved to disk."""
-    from spacy_recot.tiny import tiny_qwen3
+    from spacy_recot.testing.tiny import save_model, tiny_qwen3
 
-    path = tmp_path_factory.mktemp("tiny_qwen3")
-    tiny_qwen3(bpe_tokenizer).save_pretrained(path)
-    bpe_tokenizer.save_pretrained(path)
-    return path
+    return save_model(tiny_qwen3(bpe_tokenizer), bpe_tokenizer, tmp_path_factory.mktemp("tiny_qwen3"))
 
 
 @pytest.fixture(scope="session")
@@ -173,7 +168,7 @@ def trained_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
 
     from spacy_recot.chunks import Chunk
     from spacy_recot.tasks import make_reasoning_ner_prompt
-    from spacy_recot.tiny import tiny_qwen3
+    from spacy_recot.testing.tiny import save_model, tiny_qwen3
 
     prompt = make_reasoning_ner_prompt()
     tok = bpe_tokenizer
@@ -208,10 +203,7 @@ def trained_qwen3_dir(tmp_path_factory, bpe_tokenizer) -> Path:
         if loss.item() < 0.01:
             break
     model.eval()
-    path = tmp_path_factory.mktemp("trained_qwen3")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_model(model, tok, tmp_path_factory.mktemp("trained_qwen3"))
 
 
 def reasoning_requests(sentences, labels=LABELS):
@@ -268,3 +260,35 @@ def unwritable_folder(tmp_path: Path) -> Path:
             return candidate
         (candidate / "probe").unlink()
     pytest.skip(f"no folder this user (uid {os.getuid()}) cannot write in")
+
+
+def copy_project(tmp_path: Path) -> Path:
+    """A copy of the spaCy project's own files: project.yml, the files of its
+    script folders (not the outputs of earlier runs) and the configs."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "project.yml", project)
+    for folder in ("scripts", "training", "benchmarks"):
+        (project / folder).mkdir()
+        for path in (ROOT / folder).iterdir():
+            if path.is_file():
+                shutil.copy(path, project / folder)
+    shutil.copytree(ROOT / "configs", project / "configs", ignore=shutil.ignore_patterns("__pycache__"))
+    return project
+
+
+def run_workflow(project: Path, workflow: str, timeout: int) -> None:
+    """`spacy project run WORKFLOW` in `project` on this team's data; it must succeed."""
+    run = [
+        sys.executable,
+        "-m",
+        "spacy",
+        "project",
+        "run",
+        workflow,
+        str(project),
+        f"--vars.data_dir={DATA}",
+        f"--vars.pile_ner={DATA / 'pile-ner-sample' / 'sample_data.json'}",
+    ]
+    done = subprocess.run(run, cwd=project, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -153,7 +153,7 @@ def test_bad_adapters_are_refused_with_the_file_named(tiny_qwen3_dir, tmp_path):
     # An adapter made for a model of other shapes changes nothing and says so.
     from transformers import AutoTokenizer
 
-    from spacy_recot.tiny import tiny_qwen3
+    from spacy_recot.testing.tiny import tiny_qwen3
 
     wider = tiny_qwen3(AutoTokenizer.from_pretrained(tiny_qwen3_dir), hidden=96)
     before = {k: v.clone() for k, v in wider.state_dict().items()}

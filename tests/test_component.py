@@ -342,7 +342,7 @@ def test_overlaps_resolved_by_score_or_length():
     from spacy.util import filter_spans
 
     from spacy_recot.component import RecotNER
-    from spacy_recot.oracle import OracleBackend
+    from spacy_recot.testing.oracle import OracleBackend
 
     nlp = spacy.blank("en")
     doc = nlp("any good cheap german restaurants nearby")

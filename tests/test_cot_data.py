@@ -68,7 +68,7 @@ def test_gold_answer_keeps_the_chain_and_answers_with_the_gold_entities(tmp_path
     thin = rec(guid="g3", cot="Barack Obama is a person.")
     counts = cd.validate([partial, cut, thin], tmp_path / "ok.jsonl", tmp_path / "bad.jsonl", gold_answer=True)
     assert counts == {"kept": 1, "dropped_no_chain": 1, "dropped_chain_misses_an_entity": 1}
-    (kept,) = cd.read_jsonl(tmp_path / "ok.jsonl")
+    (kept,) = cd.read_stage(tmp_path / "ok.jsonl")
     assert kept["entities"] == partial["gold"] and "answer" not in kept and kept["cot"] == partial["cot"]
 
 
@@ -102,7 +102,7 @@ def test_read_ner_cot_public_format(tmp_path):
         list(cd.read_ner_cot(bad))
 
 
-def test_annotate_is_resumable_after_a_crash(tmp_path, trained_qwen3_dir):
+def test_teach_is_resumable_after_a_crash(tmp_path, trained_qwen3_dir):
     teacher = make_hf_causal_v2(str(trained_qwen3_dir), max_new_tokens=40)
     records = [dict(rec(), guid=f"g{i}") for i in range(5)]
     calls = []
@@ -115,13 +115,13 @@ def test_annotate_is_resumable_after_a_crash(tmp_path, trained_qwen3_dir):
 
     out = tmp_path / "annotated.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        cd.annotate(records, out, crashing, batch_size=2, show_progress=False)
-    assert [r["guid"] for r in cd.read_jsonl(out)] == ["g0", "g1"]
+        cd.teach(records, out, crashing, batch_size=2, show_progress=False)
+    assert [r["guid"] for r in cd.read_stage(out)] == ["g0", "g1"]
     # A line cut off by a crash is dropped; the rest resumes.
     out.write_text(out.read_text() + '{"guid": "g2", "sent')
-    counts = cd.annotate(records, out, teacher, batch_size=2, show_progress=False)
+    counts = cd.teach(records, out, teacher, batch_size=2, show_progress=False)
     assert counts["already_done"] == 2 and counts["annotated"] == 3
-    done = cd.read_jsonl(out)
+    done = cd.read_stage(out)
     assert [r["guid"] for r in done] == ["g0", "g1", "g2", "g3", "g4"]
     assert all("answer" in r and "cot" in r for r in done)
 

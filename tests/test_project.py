@@ -4,41 +4,17 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from .conftest import DATA, requires_data
-
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import DATA, ROOT, copy_project, requires_data, run_workflow
 
 
 @pytest.mark.slow
 @requires_data()
 def test_project_run_all_on_the_tiny_configuration(tmp_path):
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(ROOT / "project.yml", project)
-    # The project's own files only, not the outputs of earlier runs.
-    for folder in ("configs", "scripts", "training", "benchmarks"):
-        (project / folder).mkdir()
-        for path in (ROOT / folder).iterdir():
-            if path.is_file():
-                shutil.copy(path, project / folder)
-    shutil.copytree(ROOT / "configs" / "label_maps", project / "configs" / "label_maps")
-    run = [
-        sys.executable,
-        "-m",
-        "spacy",
-        "project",
-        "run",
-        "all",
-        str(project),
-        f"--vars.data_dir={DATA}",
-        f"--vars.pile_ner={DATA / 'pile-ner-sample' / 'sample_data.json'}",
-    ]
-    done = subprocess.run(run, cwd=project, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    project = copy_project(tmp_path)
+    run_workflow(project, "all", timeout=600)
     log = json.loads((project / "training" / "recot" / "training_log.json").read_text())
     assert [row["epoch"] for row in log["epochs"]] == [1.0, 2.0, 3.0]
     assert log["epochs"][2]["loss"] < log["epochs"][0]["loss"]

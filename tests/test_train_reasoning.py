@@ -2,17 +2,14 @@
 in the component, a GRPO run logs its rewards, and the `reasoning` workflow."""
 
 import json
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import spacy
 
-from .conftest import CAUSAL_SENTENCES, DATA, LABELS, RATIONALES, requires_data
+from .conftest import CAUSAL_SENTENCES, LABELS, RATIONALES, ROOT, copy_project, requires_data, run_workflow
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
 
 
@@ -28,6 +25,13 @@ def records():
             {"guid": str(i), "sentence": chunk.text, "schema": LABELS, "cot": cot, "entities": ents, "source": "t"}
         )
     return rows
+
+
+def run_script(script: str, *args: object) -> None:
+    """Run training/SCRIPT with ARGS in a new process; it must succeed."""
+    run = [sys.executable, str(ROOT / "training" / script), *map(str, args)]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.fixture
@@ -63,25 +67,10 @@ def test_prompt_tokens_carry_no_loss(bpe_tokenizer):
 @pytest.mark.slow
 def test_sft_then_the_component_reads_the_model(cot_file, tiny_qwen3_dir, tmp_path):
     out = tmp_path / "sft"
-    run = [
-        sys.executable,
-        str(ROOT / "training" / "train_sft.py"),
-        str(cot_file),
-        "--model",
-        str(tiny_qwen3_dir),
-        "--output-dir",
-        str(out),
-        "--max-steps",
-        "120",
-        "--lr",
-        "3e-3",
-        "--batch-size",
-        "3",
-        "--warmup",
-        "0",
-    ]
-    done = subprocess.run(run, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    base = [cot_file, "--model", tiny_qwen3_dir]
+    run_script(
+        "train_sft.py", *base, "--output-dir", out, "--max-steps", 120, "--lr", 3e-3, "--batch-size", 3, "--warmup", 0
+    )
     log = json.loads((out / "training_log.json").read_text())
     assert log["steps"][-1]["loss"] < log["steps"][0]["loss"] / 5
     nlp = spacy.blank("en")
@@ -98,13 +87,7 @@ def test_sft_then_the_component_reads_the_model(cot_file, tiny_qwen3_dir, tmp_pa
     assert doc.user_data["recot"]["recot_ner"]["rationale"].startswith("Barack Obama is a person.")
     # LoRA: the adapter is kept and merged into the saved weights.
     lora = tmp_path / "lora"
-    done = subprocess.run(
-        run[:5] + ["--output-dir", str(lora), "--max-steps", "2", "--lora", "--resume"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_script("train_sft.py", *base, "--output-dir", lora, "--max-steps", 2, "--lora", "--resume")
     assert (lora / "adapter" / "adapter_config.json").exists() and (lora / "model.safetensors").exists()
 
 
@@ -118,31 +101,9 @@ def test_grpo_two_steps_log_rewards(trained_qwen3_dir, tmp_path):
         )
     )
     out = tmp_path / "grpo"
-    run = [
-        sys.executable,
-        str(ROOT / "training" / "train_grpo.py"),
-        str(sample),
-        "--model",
-        str(trained_qwen3_dir),
-        "--output-dir",
-        str(out),
-        "--num-generations",
-        "2",
-        "--batch-size",
-        "2",
-        "--grad-accum",
-        "1",
-        "--max-completion-length",
-        "80",
-        "--max-steps",
-        "2",
-        "--num-iterations",
-        "1",
-        "--temperature",
-        "1.0",
-    ]
-    done = subprocess.run(run, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    settings = ["--num-generations", 2, "--batch-size", 2, "--grad-accum", 1, "--max-completion-length", 80]
+    settings += ["--max-steps", 2, "--num-iterations", 1, "--temperature", "1.0"]
+    run_script("train_grpo.py", sample, "--model", trained_qwen3_dir, "--output-dir", out, *settings)
     log = json.loads((out / "training_log.json").read_text())
     assert [s["step"] for s in log["steps"]] == [1, 2] and log["generation"] == "transformers"
     assert all(0.0 <= s["reward"] <= 11.0 and "rewards/f1_reward/mean" in s for s in log["steps"])
@@ -155,24 +116,8 @@ def test_grpo_two_steps_log_rewards(trained_qwen3_dir, tmp_path):
 def test_project_reasoning_workflow(tmp_path):
     """The `reasoning` workflow end to end in a copy of the project: the packaged
     model as teacher and judge, a tiny Qwen3 as the student."""
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(ROOT / "project.yml", project)
-    for folder in ("configs", "scripts", "training"):
-        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    run = [
-        sys.executable,
-        "-m",
-        "spacy",
-        "project",
-        "run",
-        "reasoning",
-        str(project),
-        f"--vars.data_dir={DATA}",
-        f"--vars.pile_ner={DATA / 'pile-ner-sample' / 'sample_data.json'}",
-    ]
-    done = subprocess.run(run, cwd=project, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    project = copy_project(tmp_path)
+    run_workflow(project, "reasoning", timeout=900)
     assert len((project / "corpus" / "cot" / "ner_cot.jsonl").read_text().splitlines()) >= 1
     assert "ents_f" in json.loads((project / "metrics" / "reasoning_dev.json").read_text())
     assert list((project / "packages").rglob("*.whl"))

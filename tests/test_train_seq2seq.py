@@ -25,7 +25,7 @@ def data(tmp_path_factory, t5_tokenizer):
 
     from spacy_recot.conll import convert
     from spacy_recot.instruction_data import preprocess
-    from spacy_recot.tiny import tiny_t5
+    from spacy_recot.testing.tiny import tiny_t5
 
     root = tmp_path_factory.mktemp("train")
     preprocess(SAMPLE, root / "train.jsonl", max_words=24, n_negatives=1)

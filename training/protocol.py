@@ -44,8 +44,6 @@ from typing import Any, Dict, List, Optional
 import typer
 
 ROOT = Path(__file__).resolve().parents[1]
-# benchmarks/compare_runs.py (the paired bootstrap) imports its neighbours as top-level modules.
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 DOMAINS = ("ai", "literature", "music", "politics", "science")
 MIT = "mit-movie"
 ROWS = ("sft_answers", "sft_cot", "grpo_cot", "grpo_zero")
@@ -158,6 +156,7 @@ def stage_records(p: Protocol) -> None:
     (the same for every fold), `grpo_per_domain` other ones for GRPO prompts,
     and `pile` Pile-NER passages."""
     from spacy_recot import cot_data as cd
+    from spacy_recot.jsonl import write_jsonl
 
     if p.records_file("sft_pool").exists():
         return
@@ -169,19 +168,17 @@ def stage_records(p: Protocol) -> None:
             path = ROOT / "corpus" / "crossner" / domain / f"{split}.spacy"
             if not path.exists():
                 raise typer.BadParameter(f"{path} is missing: run `spacy project run convert` first")
-            pool += cd.read_records(path)
+            pool += cd.read_training_records(path)
         # Sentences without an entity teach little here and cost as much.
         pool = [r for r in pool if r["entities"]]
         rng.shuffle(pool)
         sft += pool[: p.per_domain]
         grpo += pool[p.per_domain : p.per_domain + p.grpo_per_domain]
-    pile = cd.read_records(Path(p.pile_ner))
+    pile = cd.read_training_records(Path(p.pile_ner))
     rng.shuffle(pile)
     sft += [{**r, "source": "pile-ner"} for r in pile[: p.pile]]
     for name, records in (("sft_pool", sft), ("grpo_pool", grpo)):
-        path = p.records_file(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        write_jsonl(p.records_file(name), records)
     p.log(f"records: {len(sft)} for SFT, {len(grpo)} for GRPO")
 
 
@@ -193,19 +190,20 @@ def stage_chains(p: Protocol) -> None:
     sentences for every row)."""
     from spacy_recot import cot_data as cd
     from spacy_recot.cli import load_backend
+    from spacy_recot.jsonl import load_jsonl, write_jsonl
 
     chains = p.work / "chains"
     if not (chains / "validated.done").exists():
-        records = [{**r, "gold": r["entities"], "cot": ""} for r in cd.read_jsonl(p.records_file("sft_pool"))]
+        records = [{**r, "gold": r["entities"], "cot": ""} for r in load_jsonl(p.records_file("sft_pool"))]
         for r in records:
             r.pop("entities")
         start = time.perf_counter()
         teacher = load_backend(json.dumps(p.default_model(max_new_tokens=p.teacher_tokens)), "teacher")
-        counts = cd.annotate(records, chains / "annotated.jsonl", teacher, show_gold=True, batch_size=16)
+        counts = cd.teach(records, chains / "annotated.jsonl", teacher, show_gold=True, batch_size=16)
         p.add_time("chains", time.perf_counter() - start)
         counts.update(
             cd.validate(
-                cd.read_jsonl(chains / "annotated.jsonl"),
+                cd.read_stage(chains / "annotated.jsonl"),
                 chains / "validated.jsonl",
                 chains / "rejected_validation.jsonl",
                 gold_answer=True,
@@ -214,20 +212,15 @@ def stage_chains(p: Protocol) -> None:
         (chains / "counts.json").write_text(json.dumps(dict(counts), indent=2) + "\n")
         (chains / "validated.done").write_text("")
         p.log(f"chains: {dict(counts)}")
-    kept = cd.read_jsonl(chains / "validated.jsonl")
+    kept = cd.read_stage(chains / "validated.jsonl")
     for fold in p.held_out:
-        rows = [cd.ner_cot_record(r) for r in kept if r["source"] != fold]
-        path = p.records_file(f"sft_{fold}")
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        grpo = [
-            {"sentence": r["sentence"], "schema": r["schema"], "entities": r["entities"], "source": r["source"]}
-            for r in cd.read_jsonl(p.records_file("grpo_pool"))
-            if r["source"] != fold
-        ]
-        p.records_file(f"grpo_{fold}").write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in grpo), encoding="utf-8"
+        rows = write_jsonl(p.records_file(f"sft_{fold}"), (cd.ner_cot_record(r) for r in kept if r["source"] != fold))
+        keys = ("sentence", "schema", "entities", "source")
+        grpo = write_jsonl(
+            p.records_file(f"grpo_{fold}"),
+            ({k: r[k] for k in keys} for r in load_jsonl(p.records_file("grpo_pool")) if r["source"] != fold),
         )
-        p.log(f"fold {fold}: {len(rows)} SFT records, {len(grpo)} GRPO prompts")
+        p.log(f"fold {fold}: {rows} SFT records, {grpo} GRPO prompts")
 
 
 def _sft_args(p: Protocol, data: Path, out: Path, model: str, seed: int) -> List[str]:
@@ -405,7 +398,7 @@ def report(
     and MIT-Movie, and the paired bootstrap interval of the F1 difference from
     the zero-shot row (pooled over the fold's test sentences). Writes
     protocol.json beside the evaluations and prints a markdown table."""
-    from compare_runs import compare
+    from spacy_recot.evaluation import compare_runs
 
     settings = json.loads((work / "settings.json").read_text())
     times = json.loads((work / "times.json").read_text()) if (work / "times.json").exists() else {}
@@ -434,7 +427,7 @@ def report(
             base = "bio_zero_shot_" + fold if name.startswith("bio_") else None
             if base and (results / f"{base}.json").exists():
                 reference = json.loads((results / f"{base}.json").read_text())
-            diff = compare(reference, subject, ROOT / "corpus" / "gner", samples)
+            diff = compare_runs(reference, subject, ROOT / "corpus" / "gner", samples)
             row = {
                 "scores": _scores(result, sets),
                 "pooled_f": diff["micro_f1_b"],

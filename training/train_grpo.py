@@ -20,27 +20,13 @@ own GPU, or `colocate`), else with transformers' `generate`.
 
 import functools
 import importlib.util
-import json
 import logging
-import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import typer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from spacy_recot.training import (  # noqa: E402
-    chat_tokenizer,
-    history_series,
-    lora_config,
-    plot_series,
-    prepare_deepspeed,
-    save_causal_model,
-    train_resuming,
-)
+from spacy_recot import training as t
 
 VLLM_MODES = ("auto", "off", "server", "colocate")
 
@@ -48,18 +34,22 @@ VLLM_MODES = ("auto", "off", "server", "colocate")
 def read_sample(path: Path, limit: int = 0) -> List[Dict[str, Any]]:
     """Rows of a GRPO sample (JSON lines with sentence, schema, entities)."""
     from spacy_recot import cot_data as cd
+    from spacy_recot.jsonl import JsonlError, read_jsonl
 
     if not path.exists():
         raise typer.BadParameter(f"{path} does not exist")
+    rows = []
     try:
-        rows = cd.read_jsonl(path)[: limit or None]
-    except cd.CoTDataError as err:
+        for number, row in read_jsonl(path):
+            if limit and len(rows) == limit:
+                break
+            if not isinstance(row.get("sentence"), str) or "schema" not in row:
+                raise typer.BadParameter(f"{path}:{number}: expected sentence, schema and entities")
+            row["entities"] = cd.entity_list(row.get("entities"))
+            row["schema"] = cd.schema_list(row["schema"])
+            rows.append(row)
+    except JsonlError as err:
         raise typer.BadParameter(str(err)) from None
-    for number, row in enumerate(rows, 1):
-        if not isinstance(row.get("sentence"), str) or "schema" not in row:
-            raise typer.BadParameter(f"{path} record {number}: expected sentence, schema and entities")
-        row["entities"] = cd.entity_list(row.get("entities"))
-        row["schema"] = cd.schema_list(row["schema"])
     return rows
 
 
@@ -103,7 +93,7 @@ def train(
     model: str = typer.Option(
         ..., "--model", "-m", help="The CoT-tuned model (train_sft.py's output) or any chat model."
     ),
-    output_dir: Path = typer.Option(..., "--output-dir", "-o"),
+    output_dir: Path = t.OUTPUT_DIR_OPTION,
     num_generations: int = typer.Option(16, "--num-generations"),
     max_completion_length: int = typer.Option(4096, "--max-completion-length"),
     max_prompt_tokens: int = typer.Option(
@@ -137,58 +127,42 @@ def train(
     vllm_server_url: Optional[str] = typer.Option(
         None, "--vllm-server-url", help="e.g. http://127.0.0.1:8000 (trl vllm-serve)."
     ),
-    lora: bool = typer.Option(False, "--lora"),
-    lora_r: int = typer.Option(16, "--lora-r"),
-    lora_alpha: int = typer.Option(32, "--lora-alpha"),
+    lora: bool = t.LORA_OPTION,
+    lora_r: int = t.LORA_R_OPTION,
+    lora_alpha: int = t.LORA_ALPHA_OPTION,
     adapter: Optional[Path] = typer.Option(
         None,
         "--adapter",
         help="A LoRA adapter (train_sft.py --lora's adapter/) merged into --model first: the policy and the KL reference start there.",
     ),
-    merge: bool = typer.Option(
-        True, "--merge/--no-merge", help="With --lora: also save the merged model (else only adapter/)."
-    ),
-    prompt_name: str = typer.Option(
-        "reasoning",
-        "--prompt",
-        help="reasoning (ReasoningNER's verbatim prompt) or zero-shot-json (the component's default prompt).",
-    ),
-    deepspeed: Optional[Path] = typer.Option(None, "--deepspeed"),
-    resume: bool = typer.Option(False, "--resume"),
+    merge: bool = t.MERGE_OPTION,
+    prompt_name: str = t.PROMPT_OPTION,
+    deepspeed: Optional[Path] = t.DEEPSPEED_OPTION,
+    resume: bool = t.RESUME_OPTION,
     limit: int = typer.Option(0, "--limit", help="Only the first N rows."),
     save_steps: int = typer.Option(50, "--save-steps"),
-    seed: int = typer.Option(42, "--seed"),
-    local_rank: int = typer.Option(-1, "--local_rank", hidden=True, help="Set by the deepspeed launcher."),
+    seed: int = t.SEED_OPTION,
+    local_rank: int = t.LOCAL_RANK_OPTION,
 ) -> None:
     """GRPO with the composite reward 10 * F1 + 1 * schema validity."""
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
-    from spacy_recot.backends import load_pretrained
     from spacy_recot.rewards import f1_reward, schema_reward
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        prepare_deepspeed(deepspeed)
+        prompt = t.training_prompt(prompt_name)
+        t.prepare_deepspeed(deepspeed)
         # TRL wants GRPO prompts padded on the left.
-        tokenizer = chat_tokenizer(model, padding_side="left")
+        tokenizer = t.chat_tokenizer(model, padding_side="left")
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
-    from spacy.util import registry
-
-    from spacy_recot.tasks import TRAINING_PROMPTS
-
-    if prompt_name not in TRAINING_PROMPTS:
-        raise typer.BadParameter(f"--prompt must be one of {sorted(TRAINING_PROMPTS)}, not {prompt_name!r}")
-    prompt = registry.misc.get(TRAINING_PROMPTS[prompt_name])()
     rows, too_long = prompt_rows(read_sample(data, limit), tokenizer, max_prompt_tokens, prompt)
     if not rows:
         raise typer.BadParameter(f"No row of {data} has a prompt within --max-prompt-tokens {max_prompt_tokens}")
     mode = use_vllm(vllm, vllm_server_url)
-    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    net = load_pretrained(AutoModelForCausalLM, model, dtype=torch.bfloat16 if use_bf16 else torch.float32)
+    net, bf16 = t.load_causal_lm(model)
     if adapter is not None:
         from spacy_recot.adapters import merge_adapter
         from spacy_recot.errors import ModelLoadError
@@ -197,14 +171,26 @@ def train(
             merge_adapter(net, adapter)
         except ModelLoadError as err:
             raise typer.BadParameter(f"--adapter: {err}") from None
-    peft_config = lora_config(lora_r, lora_alpha) if lora else None
+    peft_config = t.lora_config(lora_r, lora_alpha) if lora else None
     vllm_args: Dict[str, Any] = {"use_vllm": mode is not None}
     if mode is not None:
         vllm_args["vllm_mode"] = mode
         if vllm_server_url:
             vllm_args["vllm_server_base_url"] = vllm_server_url
     args = GRPOConfig(
-        output_dir=str(output_dir),
+        **t.trainer_arguments(
+            output_dir,
+            lr=lr,
+            scheduler=scheduler,
+            warmup=warmup,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            bf16=bf16,
+            seed=seed,
+            deepspeed=deepspeed,
+        ),
         num_generations=num_generations,
         max_completion_length=max_completion_length,
         temperature=temperature,
@@ -214,22 +200,7 @@ def train(
         num_iterations=num_iterations,
         loss_type=loss_type,
         reward_weights=[f1_weight, schema_weight],
-        learning_rate=lr,
-        lr_scheduler_type=scheduler,
-        warmup_steps=warmup,
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        bf16=use_bf16,
-        use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=torch.cuda.is_available(),
-        logging_steps=1,
         save_steps=save_steps,
-        save_total_limit=2,
-        report_to=[],
-        seed=seed,
-        deepspeed=str(deepspeed) if deepspeed else None,
         **vllm_args,
     )
     f1 = functools.partial(f1_reward, empty_gold_reward=empty_gold_reward)
@@ -241,10 +212,7 @@ def train(
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    start = time.perf_counter()
-    train_resuming(trainer, output_dir, resume)
-    seconds = time.perf_counter() - start
-    save_causal_model(trainer, tokenizer, output_dir, lora, merge=merge)
+    seconds = t.train_and_save(trainer, tokenizer, output_dir, resume=resume, lora=lora, merge=merge)
     if trainer.is_world_process_zero():
         history = trainer.state.log_history
         keys = (
@@ -268,12 +236,12 @@ def train(
             "generation": "vllm-" + mode if mode else "transformers",
             "steps": [{k: h[k] for k in keys if k in h} for h in history if "reward" in h],
         }
-        (output_dir / "training_log.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        plot_series(
+        t.write_training_log(output_dir, summary)
+        t.plot_series(
             [
-                ("mean reward", history_series(history, "reward")),
-                ("F1 reward", history_series(history, "rewards/f1_reward/mean")),
-                ("schema reward", history_series(history, "rewards/schema_reward/mean")),
+                ("mean reward", t.history_series(history, "reward")),
+                ("F1 reward", t.history_series(history, "rewards/f1_reward/mean")),
+                ("schema reward", t.history_series(history, "rewards/schema_reward/mean")),
             ],
             output_dir / "reward_curve.png",
             "step",

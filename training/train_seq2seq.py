@@ -16,22 +16,17 @@ configs/ds_zero2.json` (or ds_zero3.json) trains with DeepSpeed: on one CPU
 process directly, on GPUs under the `deepspeed` launcher (README).
 """
 
-import json
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import typer
 
-# Run as a script from the project root: make the package importable without install.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spacy_recot.instruction_data import read_instances  # noqa: E402
-from spacy_recot.tasks import BIO_PROMPTS, bio_prompt  # noqa: E402
-from spacy_recot.training import single_process_env, train_resuming  # noqa: E402
+from spacy_recot.instruction_data import read_instances
+from spacy_recot.tasks import BIO_PROMPTS, bio_prompt
+from spacy_recot.training import single_process_env, train_resuming, write_training_log
 
 LOSSES = ("rcloss", "ce")
 logger = logging.getLogger("train_seq2seq")
@@ -367,7 +362,7 @@ def run_training(trainer: Any, output_dir: Path, resume: bool = False) -> Dict[s
         "epochs": epoch_table(history),
     }
     if trainer.is_world_process_zero():
-        (output_dir / "training_log.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_training_log(output_dir, summary)
         plot_curves(history, output_dir / "training_curves.png")
     return summary
 

