@@ -181,8 +181,7 @@ class RecotNER(Pipe):
         self.name = name
         # The task: the prompt, the format of its answers and how they are read
         # (the config's key is `prompt`: a registered prompt returns a task).
-        self.task: Task = prompt if prompt is not None else registry.misc.get(model.default_prompt)()
-        self._check_formats()
+        self.task = prompt if prompt is not None else registry.misc.get(model.default_prompt)()
         self.labels = list(labels)
         self.label_descriptions = self._check_descriptions(label_descriptions)
         for key, value, least in (("batch_size", batch_size, 1), ("window_overlap", window_overlap, 0)):
@@ -209,23 +208,33 @@ class RecotNER(Pipe):
         self.scorer = scorer
         self.cfg: Dict[str, Any] = {}
 
-    def _check_formats(self) -> None:
+    @property
+    def task(self) -> Task:
+        """The task: the prompt, the format of its answers and how they are read."""
+        return self._task
+
+    @task.setter
+    def task(self, task: Task) -> None:
+        self._check_formats(task)
+        if hasattr(self, "_labels"):  # (a new task must accept the labels there are)
+            task.check_labels(self._labels, f"components.{self.name}.labels")
+        self._task = task
+
+    # The config's key is `prompt` (a registered prompt returns a task).
+    prompt = task
+
+    def _check_formats(self, task: Task) -> None:
         """The task's output format must be one the backend can write."""
-        wanted = self.task.output_format
+        wanted = task.output_format
         if wanted not in self.model.output_formats:
             # What the backend writes, as its default prompt's task names it.
             hint = registry.misc.get(self.model.default_prompt)().suggestion
             raise ValueError(
-                f"components.{self.name}: the prompt {type(self.task).__name__} asks for '{wanted}' "
+                f"components.{self.name}: the prompt {type(task).__name__} asks for '{wanted}' "
                 f"output, but the model backend {type(self.model).__name__} writes only "
                 f"{' or '.join(repr(f) for f in self.model.output_formats)} output. Use "
                 f"{hint} (or leave components.{self.name}.prompt unset for the backend's default)"
             )
-
-    @property
-    def prompt(self) -> Task:
-        """The task (as the config calls it: `prompt`)."""
-        return self.task
 
     @property
     def output_format(self) -> str:

@@ -142,6 +142,16 @@ def test_bad_config_fails_early(cfg, match):
         spacy.blank("en").add_pipe("recot_ner", config=cfg)
 
 
+def test_a_task_set_on_the_pipe_is_checked_like_the_configs():
+    pipe = spacy.blank("en").add_pipe("recot_ner", config={"labels": ["unit (SI)"]})
+    before = pipe.task
+    with pytest.raises(ValueError, match="prompt BIOPrompt asks for 'bio' output"):
+        pipe.prompt = spacy.util.registry.misc.get("spacy_recot.GNERPrompt.v1")()
+    assert pipe.task is before
+    pipe.prompt = spacy.util.registry.misc.get("spacy_recot.ZeroShotJSONPrompt.v1")(questions="per_label")
+    assert pipe.task is pipe.prompt and pipe.task is not before
+
+
 def test_empty_labels_fail_when_run_with_the_way_out():
     nlp = spacy.blank("en")
     nlp.add_pipe("recot_ner", config={"model": {"@misc": "spacy_recot.HFSeq2Seq.v2", "name_or_path": "x"}})
