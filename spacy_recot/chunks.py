@@ -8,7 +8,7 @@ says about a chunk maps straight back onto the original doc.
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc
 
@@ -77,6 +77,51 @@ class Request:
     schema: List[str] = field(default_factory=list)
     answer_budget: Optional[int] = None
     constraint: Any = None
+
+
+class Limits(NamedTuple):
+    """What fits a model, the same for every doc of a task and label set.
+
+    room_in (Optional[int]): Tokens left for the words in the prompt (None: no limit).
+    room_out (Optional[int]): Tokens left for the words in the answer (None: no limit).
+    per_word (int): What the answer adds to each word (a tag, quotes).
+    fixed (int): What the answer costs besides its words.
+    """
+
+    room_in: Optional[int]
+    room_out: Optional[int]
+    per_word: int
+    fixed: int
+
+    def answer_budget(self, chunk: "Chunk", count_tokens: Callable[[Sequence[str]], List[int]]) -> Optional[int]:
+        """The longest valid answer for `chunk`, reasoning aside: the fixed part,
+        then every word with what the format adds to it."""
+        if self.room_out is None:
+            return None
+        return self.fixed + sum(max(c, 1) + self.per_word for c in count_tokens(chunk.words))
+
+
+def fitting_chunks(
+    doc: Doc, limits: Limits, count_tokens: Callable[[Sequence[str]], List[int]], overlap: int
+) -> List["Chunk"]:
+    """The doc's words, split into chunks that fit `limits` (none for a doc
+    without words), overlapping by `overlap` words where a sentence must be cut."""
+    chunk = doc_words(doc)
+    if not chunk.words or (limits.room_in is None and limits.room_out is None):
+        return [chunk] if chunk.words else []
+    word_costs = [max(c, 1) for c in count_tokens(chunk.words)]
+    # A word's cost is the share of the tightest limit it uses up; a chunk
+    # fits when its costs sum to at most 1.
+    costs = [
+        max(
+            w / limits.room_in if limits.room_in else 0.0,
+            (w + limits.per_word) / limits.room_out if limits.room_out else 0.0,
+        )
+        for w in word_costs
+    ]
+    if sum(costs) <= 1.0:
+        return [chunk]
+    return split_chunk(chunk, costs, 1.0, sentence_starts(doc, chunk), overlap=overlap)
 
 
 def doc_words(doc: Doc) -> Chunk:

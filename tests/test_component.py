@@ -4,6 +4,7 @@ import pytest
 import spacy
 
 from spacy_recot.backends import ModelLoadError
+from spacy_recot.chunks import fitting_chunks
 
 from .conftest import LABELS, reasoning_requests
 
@@ -301,7 +302,7 @@ def test_long_doc_is_split_to_fit_the_entity_list_answer(trained_qwen3_dir):
     io = doc.user_data["recot"]["recot_ner"]["io"]
     assert len(io) > 1
     pipe = nlp.get_pipe("recot_ner")
-    room_out = pipe._limits()[1]
+    room_out = pipe._limits().room_out
     for item in io:
         words = item["prompt"].split("Sentence:\n", 1)[1].split()
         assert sum(max(c, 1) + 1 for c in pipe.model.count_tokens(words)) <= room_out
@@ -316,7 +317,7 @@ def test_bio_output_budget_prices_the_dearest_tag(trained_t5_dir):
     pipe = nlp.get_pipe("recot_ner")
     pipe.initialize()
     doc = nlp.make_doc(" ".join(["Berlin"] * 60))
-    chunks = pipe._chunks(doc, pipe._limits())
+    chunks = fitting_chunks(doc, pipe._limits(), pipe.model.count_tokens, pipe.window_overlap)
     assert len(chunks) > 1
     for chunk in chunks:
         for label in LABELS:
@@ -352,6 +353,7 @@ def test_overlaps_resolved_by_score_or_length():
     from spacy.util import filter_spans
 
     from spacy_recot.component import RecotNER
+    from spacy_recot.doc_entities import resolve_overlaps
     from spacy_recot.testing.oracle import OracleBackend
 
     nlp = spacy.blank("en")
@@ -363,10 +365,11 @@ def test_overlaps_resolved_by_score_or_length():
     pipe = RecotNER(nlp.vocab, OracleBackend("g.spacy", output_format="entities"), labels=["cuisine"])
     assert pipe.overlaps == "score"  # the default
     # The confident short answers win; an unscored span ranks after scored ones.
-    assert pipe._resolve_overlaps([whole, german, nearby], scores) == [german, nearby]
+    assert resolve_overlaps([whole, german, nearby], scores, pipe.overlaps) == [german, nearby]
     # Without scores it is filter_spans: the longest, then the first.
-    assert pipe._resolve_overlaps([german, whole, nearby], {}) == filter_spans([german, whole, nearby]) == [whole]
-    pipe.overlaps = "longest"
-    assert pipe._resolve_overlaps([whole, german, nearby], scores) == [whole]
+    assert (
+        resolve_overlaps([german, whole, nearby], {}, pipe.overlaps) == filter_spans([german, whole, nearby]) == [whole]
+    )
+    assert resolve_overlaps([whole, german, nearby], scores, "longest") == [whole]
     with pytest.raises(ValueError, match="overlaps must be one of"):
         spacy.blank("en").add_pipe("recot_ner", config={"labels": ["a"], "overlaps": "first"})

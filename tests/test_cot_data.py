@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from spacy_recot import cot_chains as cc
 from spacy_recot import cot_data as cd
 from spacy_recot.backends import make_hf_causal_v2
 
@@ -44,13 +45,13 @@ def rec(cot="Barack Obama is a person. Paris is a location.", answer=None, **kw)
     ],
 )
 def test_validation_rules(record, reason):
-    assert cd.check_record(record) == reason
+    assert cc.check_record(record) == reason
 
 
 def test_match_gold_and_ner_cot_files():
     partial = rec(answer='<think>x</think>{"entities": {"person": ["Barack Obama"]}}', cot="Barack Obama is a person.")
-    assert cd.check_record(partial) is None
-    assert cd.check_record(partial, match_gold=True) == "differs_from_gold"
+    assert cc.check_record(partial) is None
+    assert cc.check_record(partial, match_gold=True) == "differs_from_gold"
     given = {
         "guid": "x",
         "sentence": SENT,
@@ -58,7 +59,7 @@ def test_match_gold_and_ner_cot_files():
         "cot": "Obama.",
         "entities": [{"text": "Obama", "label": "person"}],
     }
-    assert cd.check_record(given) is None
+    assert cc.check_record(given) is None
 
 
 def test_gold_answer_keeps_the_chain_and_answers_with_the_gold_entities(tmp_path):
@@ -66,7 +67,7 @@ def test_gold_answer_keeps_the_chain_and_answers_with_the_gold_entities(tmp_path
     partial = rec(answer='<think>x</think>{"entities": {"person": ["Barack Obama"]}}')
     cut = rec(guid="g2", answer="<think>Barack Obama is a person. Paris is", cot="Barack Obama is a person. Paris is")
     thin = rec(guid="g3", cot="Barack Obama is a person.")
-    counts = cd.validate([partial, cut, thin], tmp_path / "ok.jsonl", tmp_path / "bad.jsonl", gold_answer=True)
+    counts = cc.validate([partial, cut, thin], tmp_path / "ok.jsonl", tmp_path / "bad.jsonl", gold_answer=True)
     assert counts == {"kept": 1, "dropped_no_chain": 1, "dropped_chain_misses_an_entity": 1}
     (kept,) = cd.read_stage(tmp_path / "ok.jsonl")
     assert kept["entities"] == partial["gold"] and "answer" not in kept and kept["cot"] == partial["cot"]
@@ -115,11 +116,11 @@ def test_teach_is_resumable_after_a_crash(tmp_path, trained_qwen3_dir):
 
     out = tmp_path / "annotated.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        cd.teach(records, out, crashing, batch_size=2, show_progress=False)
+        cc.teach(records, out, crashing, batch_size=2, show_progress=False)
     assert [r["guid"] for r in cd.read_stage(out)] == ["g0", "g1"]
     # A line cut off by a crash is dropped; the rest resumes.
     out.write_text(out.read_text() + '{"guid": "g2", "sent')
-    counts = cd.teach(records, out, teacher, batch_size=2, show_progress=False)
+    counts = cc.teach(records, out, teacher, batch_size=2, show_progress=False)
     assert counts["already_done"] == 2 and counts["annotated"] == 3
     done = cd.read_stage(out)
     assert [r["guid"] for r in done] == ["g0", "g1", "g2", "g3", "g4"]
@@ -130,12 +131,12 @@ def test_judge_scores_and_threshold(tmp_path, trained_qwen3_dir):
     backend = make_hf_causal_v2(str(trained_qwen3_dir), max_new_tokens=8)
     backend.load()
     records = [dict(rec(), guid=f"g{i}", entities=[{"text": "Paris", "label": "location"}]) for i in range(3)]
-    counts = cd.judge(records, tmp_path / "j.jsonl", tmp_path / "r.jsonl", backend, threshold=0, show_progress=False)
+    counts = cc.judge(records, tmp_path / "j.jsonl", tmp_path / "r.jsonl", backend, threshold=0, show_progress=False)
     # A tiny model is no judge: its answers hold no score, and such records are dropped and counted.
     assert sum(counts.values()) == 3
     assert counts["kept"] + counts["dropped_judge_unparseable"] == 3
-    assert cd.parse_score("<think>hmm 3 things</think> 9") == 9
-    assert cd.parse_score("Score: 10/10") == 10 and cd.parse_score("none") is None
+    assert cc.parse_score("<think>hmm 3 things</think> 9") == 9
+    assert cc.parse_score("Score: 10/10") == 10 and cc.parse_score("none") is None
 
 
 def test_stratified_sample_caps_sets_and_leaves_out_evaluation_sets():
@@ -222,9 +223,9 @@ def test_resume_refuses_a_bad_middle_line_and_drops_a_cut_multibyte_tail(tmp_pat
 
 
 def test_parse_score_reads_the_verdict():
-    assert cd.parse_score("<think>There are 3 entities") is None
-    assert cd.parse_score("On a scale from 0 to 10 I give 9") == 9
-    assert cd.parse_score("7/10, since ... 3 entities") == 7
+    assert cc.parse_score("<think>There are 3 entities") is None
+    assert cc.parse_score("On a scale from 0 to 10 I give 9") == 9
+    assert cc.parse_score("7/10, since ... 3 entities") == 7
 
 
 @requires_data()

@@ -188,6 +188,7 @@ def stage_chains(p: Protocol) -> None:
     record is answered with the gold entities and kept when the chain is
     complete and names each of them. Then the per-fold SFT files (the same
     sentences for every row)."""
+    from spacy_recot import cot_chains as cc
     from spacy_recot import cot_data as cd
     from spacy_recot.cli import load_backend
     from spacy_recot.jsonl import load_jsonl, write_jsonl
@@ -199,10 +200,10 @@ def stage_chains(p: Protocol) -> None:
             r.pop("entities")
         start = time.perf_counter()
         teacher = load_backend(json.dumps(p.default_model(max_new_tokens=p.teacher_tokens)), "teacher")
-        counts = cd.teach(records, chains / "annotated.jsonl", teacher, show_gold=True, batch_size=16)
+        counts = cc.teach(records, chains / "annotated.jsonl", teacher, show_gold=True, batch_size=16)
         p.add_time("chains", time.perf_counter() - start)
         counts.update(
-            cd.validate(
+            cc.validate(
                 cd.read_stage(chains / "annotated.jsonl"),
                 chains / "validated.jsonl",
                 chains / "rejected_validation.jsonl",

@@ -14,12 +14,8 @@ import pytest
 import spacy
 
 from spacy_recot.backends import ModelLoadError
-from spacy_recot.backends.server import (
-    OpenAICompatibleBackend,
-    ServerError,
-    answer_from_message,
-    content_token_scores,
-)
+from spacy_recot.backends.openai_api import ServerError, answer_from_message, content_token_scores
+from spacy_recot.backends.server import OpenAICompatibleBackend
 from spacy_recot.backends.vllm import local_vllm, running_server, stop_process, vllm_python
 from spacy_recot.cache import ResponseCache
 from spacy_recot.net import free_port
@@ -169,7 +165,7 @@ def test_a_key_is_never_put_in_the_url():
 
 
 def test_redact_covers_headers_bearer_tokens_and_the_key():
-    from spacy_recot.backends.server import redact
+    from spacy_recot.backends.openai_api import redact
 
     text = 'Authorization: Bearer sk-1\r\n{"authorization": "Basic dXNlcjpw"} token sk-1 bearer abc'
     assert redact(text, ["sk-1"]) == 'Authorization: ***\r\n{"authorization": "***"} token *** bearer ***'
