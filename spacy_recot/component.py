@@ -22,11 +22,10 @@ from tqdm import tqdm
 from .backends import Backend
 from .cache import ResponseCache
 from .chunks import Chunk, Limits, Request, fitting_chunks
-from .doc_entities import ALIGNMENT_MODES, OVERLAP_POLICIES, doc_entities
+from .doc_entities import ALIGNMENT_MODES, OVERLAP_POLICIES, USER_DATA_KEY, doc_entities
 from .errors import ModelLoadError
 from .tasks import Reading, Task
 
-USER_DATA_KEY = "recot"
 # Docs buffered per backend batch when the caller gives no buffer size.
 BUFFER_FACTOR = 8
 
@@ -383,7 +382,9 @@ class RecotNER(Pipe):
         )
         doc.set_ents(found.kept)
         if self.spans_key is not None:
+            # As spaCy's spancat does: each span's score in the group's attrs (None: no score).
             doc.spans[self.spans_key] = found.spans
+            doc.spans[self.spans_key].attrs["scores"] = [found.rounded_score(span) for span in found.spans]
         record = found.record()
         if self.store_io:
             record["io"] = [{"prompt": r.prompt, "output": o} for r, o in pairs]

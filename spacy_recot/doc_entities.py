@@ -5,7 +5,7 @@ was kept (with each entity's score and reason) and what was dropped.
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
@@ -15,6 +15,32 @@ from .tasks.think import rationale_sentences, reason_for
 
 ALIGNMENT_MODES = ("strict", "contract", "expand")
 OVERLAP_POLICIES = ("longest", "score")
+# Where each component keeps its per-doc record: doc.user_data[USER_DATA_KEY][name].
+USER_DATA_KEY = "recot"
+# The span extension that gives an entity's score: span._.recot_score.
+SCORE_EXTENSION = "recot_score"
+
+
+def span_score(span: Span) -> Optional[float]:
+    """The score a recot_ner component gave `span` (an entity in `doc.ents` or a
+    span in a spans group it wrote), or None: read from the doc's own records, so
+    it survives pickling, `nlp.pipe(n_process=...)` and a DocBin with user data."""
+    key = (span.start_char, span.end_char, span.label_)
+    for record in span.doc.user_data.get(USER_DATA_KEY, {}).values():
+        for entity in record.get("entities", ()) if isinstance(record, dict) else ():
+            if (entity.get("start_char"), entity.get("end_char"), entity.get("label")) == key:
+                return entity.get("score")
+    for group in span.doc.spans.values():
+        scores = group.attrs.get("scores")
+        if isinstance(scores, list) and len(scores) == len(group):
+            for other, score in zip(group, scores):
+                if (other.start_char, other.end_char, other.label_) == key:
+                    return score
+    return None
+
+
+if not Span.has_extension(SCORE_EXTENSION):
+    Span.set_extension(SCORE_EXTENSION, getter=span_score)
 
 
 def resolve_overlaps(spans: List[Span], scores: Dict[CharSpan, float], policy: str = "score") -> List[Span]:
@@ -54,9 +80,14 @@ class DocEntities:
     counts: Counter = field(default_factory=Counter)
     rationales: List[str] = field(default_factory=list)
 
-    def score(self, span: Span) -> Any:
+    def score(self, span: Span) -> Optional[float]:
         """The span's score, or None when the backend gave none."""
         return self.scores.get((span.start_char, span.end_char, span.label_))
+
+    def rounded_score(self, span: Span) -> Optional[float]:
+        """The span's score to 4 decimals, as records and span groups keep it."""
+        score = self.score(span)
+        return None if score is None else round(score, 4)
 
     def record(self) -> Dict[str, Any]:
         """The per-doc record, as plain JSON values: the kept entities (with score
@@ -70,9 +101,9 @@ class DocEntities:
                 "start_char": s.start_char,
                 "end_char": s.end_char,
             }
-            score = self.score(s)
+            score = self.rounded_score(s)
             if score is not None:
-                entity["score"] = round(score, 4)
+                entity["score"] = score
             reason = reason_for(sentences, s.text)
             if reason is not None:
                 entity["reason"] = reason

@@ -6,12 +6,15 @@ scripts (train_sft.py, train_grpo.py), and the plot and log of a run."""
 import json
 import logging
 import os
-import socket
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import typer
+
+from .licenses import license_file
+from .net import free_port
 
 LOSSES = ("rcloss", "ce")
 logger = logging.getLogger("spacy_recot.training")
@@ -35,17 +38,11 @@ SEED_OPTION = typer.Option(42, "--seed")
 LOCAL_RANK_OPTION = typer.Option(-1, "--local_rank", hidden=True, help="Set by the deepspeed launcher.")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def single_process_env() -> None:
     """DeepSpeed outside a launcher looks for MPI; a one-process group needs these."""
     if "WORLD_SIZE" not in os.environ:
         os.environ.update(
-            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
+            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
         )
 
 
@@ -256,5 +253,11 @@ def train_and_save(trainer: Any, tokenizer: Any, output_dir: Path, *, resume: bo
 
 
 def write_training_log(output_dir: Path, summary: Dict[str, Any]) -> None:
-    """A run's summary as `training_log.json` in its output folder."""
+    """A run's summary as `training_log.json` in its output folder, and the base
+    model's license file beside the weights (a trained model is under its base
+    model's license; `init-pipeline` and `spacy package` take it from there)."""
     (Path(output_dir) / "training_log.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    base = summary.get("model")
+    found = license_file(base) if isinstance(base, str) else None
+    if found is not None and not (Path(output_dir) / found.name).exists():
+        shutil.copyfile(found, Path(output_dir) / found.name)

@@ -39,6 +39,16 @@ def test_convert_and_evaluate(tmp_path):
     assert scores["datasets"]["corpus"]["labels"] == ["person", "location"]
     assert 0.0 <= scores["average_ents_f"] <= 1.0
     assert "average" in result.output
+    assert "Tokenization used: reference" in result.output
+
+
+def test_help_wraps_paragraphs_to_the_terminal():
+    # A wide terminal: each command's description is one line, not the source's line breaks.
+    wide = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+    assert wide.exit_code == 0, wide.output
+    line = next(line for line in wide.output.splitlines() if "init-pipeline" in line)
+    assert "around the packaged default model, or around a trained model" in line
+    assert "take it as it is" in line
 
 
 def test_convert_reports_malformed_line(tmp_path):
@@ -69,20 +79,66 @@ def test_init_pipeline_finds_the_kind_of_model(tmp_path, tiny_qwen3_dir, tiny_t5
     runner = CliRunner()
     done = runner.invoke(
         app,
-        ["init-pipeline", str(tiny_qwen3_dir), str(tmp_path / "q"), "--labels", str(labels), "--prompt", "reasoning"],
+        [
+            "init-pipeline",
+            str(tmp_path / "q"),
+            "--model",
+            str(tiny_qwen3_dir),
+            "--labels",
+            str(labels),
+            "--prompt",
+            "reasoning",
+        ],
     )
     assert done.exit_code == 0, done.output
     pipe = spacy.load(tmp_path / "q").get_pipe("recot_ner")
     assert type(pipe.model).__name__ == "HFCausalBackend" and pipe.model.max_new_tokens == 4096
     done = runner.invoke(
-        app, ["init-pipeline", str(tiny_qwen3_dir), str(tmp_path / "b"), "--labels", str(labels), "--prompt", "recot"]
+        app,
+        ["init-pipeline", str(tmp_path / "b"), "-m", str(tiny_qwen3_dir), "--labels", str(labels), "--prompt", "recot"],
     )
     assert done.exit_code == 0, done.output  # a causal model trained to write BIO (train_sft.py --format bio)
     assert type(spacy.load(tmp_path / "b").get_pipe("recot_ner").model).__name__ == "HFCausalBackend"
     done = runner.invoke(
-        app, ["init-pipeline", str(tiny_t5_dir), str(tmp_path / "t"), "--labels", str(labels), "--prompt", "reasoning"]
+        app,
+        [
+            "init-pipeline",
+            str(tmp_path / "t"),
+            "-m",
+            str(tiny_t5_dir),
+            "--labels",
+            str(labels),
+            "--prompt",
+            "reasoning",
+        ],
     )
     assert done.exit_code != 0
+
+
+def test_init_pipeline_without_a_model_writes_the_packaged_default(tmp_path):
+    from spacy.util import load_config
+
+    from spacy_recot.backends.packaged import DEFAULT_PACKAGED
+    from spacy_recot.cli import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["init-pipeline", str(tmp_path / "p"), "--labels", "person, location"])
+    assert done.exit_code == 0, done.output
+    component = load_config(tmp_path / "p" / "config.cfg")["components"]["recot_ner"]
+    assert component["labels"] == ["person", "location"]
+    assert component["model"]["@misc"] == "spacy_recot.PackagedCausal.v3" and component["prompt"] is None
+    # The folder names the pip package's model; its weights stay in the package.
+    assert (
+        json.loads((tmp_path / "p" / "recot_ner" / "model" / "packaged.json").read_text())["name"] == DEFAULT_PACKAGED
+    )
+    for args, message in [
+        (["--labels", " , "], "give the entity types"),
+        (["--labels", "missing.json"], "missing.json does not exist"),
+        (["--labels", "person", "--prompt", "gner"], "asks for 'bio' output"),
+        (["--labels", "person", "--backend", "seq2seq"], "needs --model"),
+    ]:
+        failed = runner.invoke(app, ["init-pipeline", str(tmp_path / "bad"), *args])
+        assert failed.exit_code != 0 and message in " ".join(failed.output.split()), failed.output
 
 
 def test_show_writes_a_page_with_scores_and_reasons(tmp_path, trained_qwen3_dir):

@@ -336,6 +336,8 @@ def test_entities_get_a_score_from_token_probabilities_and_a_threshold(trained_q
     assert all(0.0 < e["score"] <= 1.0 for e in entities)
     # The model was trained on this answer: it is sure of it.
     assert min(e["score"] for e in entities) > 0.5
+    # Where spaCy users look: on the span, and in the spans group's attrs (as spancat).
+    assert [ent._.recot_score for ent in doc.ents] == [e["score"] for e in entities]
     backend = nlp.get_pipe("recot_ner").model
     (answer,) = backend(reasoning_requests([["Barack", "Obama", "visited", "Paris", "."]]))
     assert isinstance(answer, Answer) and answer.token_scores
@@ -347,6 +349,22 @@ def test_entities_get_a_score_from_token_probabilities_and_a_threshold(trained_q
     assert all(e["score"] >= 1.0 for e in record["entities"])
     with pytest.raises(ValueError, match="threshold must be a number from 0 to 1"):
         qwen_nlp(trained_qwen3_dir, threshold=2)
+
+
+def test_scores_on_spans_and_spans_groups_survive_a_docbin(trained_qwen3_dir):
+    from spacy.tokens import DocBin
+
+    nlp = qwen_nlp(trained_qwen3_dir, spans_key="all")
+    doc = nlp("Barack Obama visited Paris .")
+    group = doc.spans["all"]
+    assert len(group) >= 2 and len(group.attrs["scores"]) == len(group)
+    assert all(0.0 < score <= 1.0 for score in group.attrs["scores"])
+    assert [span._.recot_score for span in group] == group.attrs["scores"]
+    assert all(ent._.recot_score is not None for ent in doc.ents)
+    restored = next(iter(DocBin(docs=[doc], store_user_data=True).get_docs(nlp.vocab)))
+    assert [e._.recot_score for e in restored.ents] == [e._.recot_score for e in doc.ents]
+    # A span no component scored has no score.
+    assert doc[2:3]._.recot_score is None
 
 
 def test_overlaps_resolved_by_score_or_length():
@@ -371,5 +389,8 @@ def test_overlaps_resolved_by_score_or_length():
         resolve_overlaps([german, whole, nearby], {}, pipe.overlaps) == filter_spans([german, whole, nearby]) == [whole]
     )
     assert resolve_overlaps([whole, german, nearby], scores, "longest") == [whole]
-    with pytest.raises(ValueError, match="overlaps must be one of"):
+    # Checked by spaCy's config system (the factory's Literal type), naming the key and the choices.
+    with pytest.raises(ValueError, match=r"recot_ner -> overlaps.*'first' is not .*\['longest', 'score'\]"):
         spacy.blank("en").add_pipe("recot_ner", config={"labels": ["a"], "overlaps": "first"})
+    with pytest.raises(ValueError, match="overlaps must be one of"):  # constructed directly
+        RecotNER(nlp.vocab, OracleBackend("g.spacy", output_format="entities"), labels=["a"], overlaps="first")

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -22,6 +23,10 @@ def test_project_run_all_on_the_tiny_configuration(tmp_path):
     assert "ents_f" in metrics and "ents_per_type" in metrics
     wheels = list((project / "packages").rglob("*.whl"))
     assert len(wheels) == 1 and wheels[0].name.startswith("en_recot_recot-0.0.1")
+    # The license travels: tiny base model -> trained model -> pipeline -> wheel.
+    assert (project / "pipelines" / "recot" / "LICENSE").is_file()
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        assert any(name.endswith("LICENSE") for name in wheel.namelist())
     # The ablation table reads the run.
     subprocess.run(
         [sys.executable, "scripts/collect_runs.py", "training", "-o", "metrics/ablations.md"],

@@ -11,6 +11,9 @@ app = typer.Typer(
     help="Zero-shot NER with generative models for spaCy: data conversion, instruction data and evaluation.",
     no_args_is_help=True,
     add_completion=False,
+    # Docstrings are wrapped at 90 columns in the source: as Markdown, their
+    # paragraphs wrap to the terminal instead of keeping those line breaks.
+    rich_markup_mode="markdown",
 )
 
 

@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import List, NoReturn, Optional
+from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 import typer
 
@@ -40,11 +40,13 @@ def evaluate(
         raise typer.BadParameter(f"--tokenization must be one of {list(TOKENIZATIONS)}, not {tokenization!r}")
     if tokenization == "reference":
         typer.echo(
-            "Docs are built from each dataset's own words, as the papers evaluate (--tokenization pipeline: spaCy's tokenizer)."
+            "Tokenization used: reference (docs made of each dataset's own words, as the papers evaluate). "
+            "The other choice, --tokenization pipeline, re-tokenizes the text as `spacy evaluate` does."
         )
     else:
         typer.echo(
-            "Docs are re-tokenized by the pipeline, as `spacy evaluate` does (the papers' protocol: --tokenization reference)."
+            "Tokenization used: pipeline (the text re-tokenized by the pipeline, as `spacy evaluate` does). "
+            "The other choice, --tokenization reference, uses each dataset's own words, as the papers evaluate."
         )
     missing = [str(path) for path in data if not path.exists()]
     if missing:
@@ -101,20 +103,65 @@ def guess_model_kind(model_dir: str, prompt: str) -> str:
     return "seq2seq" if is_seq2seq else "causal"
 
 
+def read_labels_option(value: str) -> List[str]:
+    """--labels: a JSON list in a file (a converted set's .labels.json) or the
+    labels themselves, separated by commas."""
+    path = Path(value)
+    if value.endswith(".json") or path.is_file():
+        if not path.is_file():
+            raise typer.BadParameter(f"--labels: {value} does not exist")
+        try:
+            labels = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise typer.BadParameter(f"--labels: {value} is not a JSON list of labels ({err})") from None
+        if not isinstance(labels, list):
+            raise typer.BadParameter(f"--labels: {value} holds a JSON {type(labels).__name__}, not a list of labels")
+        return labels
+    labels = [label.strip() for label in value.split(",") if label.strip()]
+    if not labels:
+        raise typer.BadParameter("--labels: give the entity types, e.g. --labels person,location")
+    return labels
+
+
+def pipeline_license(model_dir: Optional[str], packaged_name: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """The license name and LICENSE text of a new pipeline (what `spacy package`
+    puts in the package): a packaged model's (Apache-2.0, as this package's own),
+    or the license file of a trained model's folder; None where unknown."""
+    from ..licenses import license_file, own_license_text
+
+    if packaged_name is not None:
+        from ..backends.packaged import get_packaged_model
+
+        name = get_packaged_model(packaged_name).license
+        text = own_license_text()
+        if text and name == "Apache-2.0":
+            return name, f"The model ({packaged_name}) and spacy-recot are both under the Apache License 2.0.\n\n{text}"
+        return name, None
+    path = license_file(model_dir)
+    return None, path.read_text(encoding="utf-8", errors="replace") if path else None
+
+
 @app.command("init-pipeline")
 def init_pipeline(
-    model_dir: str = typer.Argument(
-        ..., help="A trained model: a folder (a training script's --output-dir) or a hub id."
-    ),
     output_dir: Path = typer.Argument(..., help="Where to write the spaCy pipeline."),
-    labels: Path = typer.Option(
-        ..., "--labels", "-l", help="The entity types: a JSON list (e.g. a converted set's .labels.json)."
+    labels: str = typer.Option(
+        ...,
+        "--labels",
+        "-l",
+        help="The entity types: comma-separated (person,location) or a JSON list file (a converted set's .labels.json).",
     ),
-    prompt: str = typer.Option(
-        "recot",
+    model_dir: Optional[str] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="A trained model: a folder (a training script's --output-dir) or a hub id. Default: the packaged default model (offline).",
+    ),
+    prompt: Optional[str] = typer.Option(
+        None,
         "--prompt",
         "-p",
-        help="The prompt the model was trained on: recot or gner (seq2seq), reasoning (causal, ReasoningNER's prompt).",
+        help="The prompt the model was trained on: recot (the default with --model) or gner (seq2seq), reasoning "
+        "(causal, ReasoningNER's prompt). Default without --model: the packaged model's own.",
     ),
     name: str = typer.Option("recot_ner", "--name", help="The pipeline's meta name (spacy package uses it)."),
     max_input_tokens: Optional[int] = typer.Option(
@@ -133,45 +180,60 @@ def init_pipeline(
         help="auto (from the model's config.json: encoder-decoder or not; else from --prompt), seq2seq or causal.",
     ),
 ) -> None:
-    """Write a spaCy pipeline (blank English + recot_ner) around a trained model:
-    seq2seq (ReCoT-NER, GNER-T5) or causal (ReasoningNER); `spacy.load`,
-    `spacy evaluate` and `spacy package` take it as it is."""
+    """Write a spaCy pipeline (blank English + recot_ner): around the packaged default
+    model, or around a trained model (--model): seq2seq (ReCoT-NER, GNER-T5) or causal
+    (ReasoningNER). `spacy.load`, `show`, `evaluate`, `annotate` and `spacy package` take
+    it as it is."""
     import spacy
 
+    from ..backends.packaged import DEFAULT_PACKAGED
+    from ..factory import DEFAULT_MODEL
     from ..tasks import BIO_PROMPTS
 
     prompts = {**BIO_PROMPTS, "reasoning": "spacy_recot.ReasoningNERPrompt.v1"}
-    if prompt not in prompts:
+    if prompt is not None and prompt not in prompts:
         raise typer.BadParameter(f"--prompt must be one of {sorted(prompts)}, not {prompt!r}")
     if not name.isidentifier():
         raise typer.BadParameter(f"--name must be a Python identifier (spacy package needs one), not {name!r}")
-    if not labels.exists():
-        raise typer.BadParameter(f"{labels} does not exist")
+    label_list = read_labels_option(labels)
     if backend_kind not in ("auto", "seq2seq", "causal"):
         raise typer.BadParameter(f"--backend must be auto, seq2seq or causal, not {backend_kind!r}")
-    if backend_kind == "auto":
-        backend_kind = guess_model_kind(model_dir, prompt)
-    if backend_kind == "seq2seq" and prompt == "reasoning":
-        raise typer.BadParameter("--prompt reasoning needs a causal model (a seq2seq model cannot write its JSON)")
+    if model_dir is None:
+        if backend_kind == "seq2seq":
+            raise typer.BadParameter("--backend seq2seq needs --model: the packaged default model is causal")
+        model: Dict[str, Any] = dict(DEFAULT_MODEL)
+    else:
+        prompt = prompt or "recot"
+        if backend_kind == "auto":
+            backend_kind = guess_model_kind(model_dir, prompt)
+        if backend_kind == "seq2seq" and prompt == "reasoning":
+            raise typer.BadParameter("--prompt reasoning needs a causal model (a seq2seq model cannot write its JSON)")
+        model = {"@misc": INIT_BACKENDS[backend_kind], "name_or_path": model_dir}
     if max_new_tokens is None and prompt == "reasoning":
         max_new_tokens = REASONING_MAX_NEW_TOKENS
     # Only what is given: the backend's own defaults fill the rest.
     sizes = {"max_input_tokens": max_input_tokens, "max_new_tokens": max_new_tokens}
-    model = {"@misc": INIT_BACKENDS[backend_kind], "name_or_path": model_dir}
     model.update({key: value for key, value in sizes.items() if value is not None})
+    config: Dict[str, Any] = {"labels": label_list, "model": model}
+    if prompt is not None:
+        config["prompt"] = {"@misc": prompts[prompt]}
     nlp = spacy.blank("en")
     nlp.meta["name"] = name
-    nlp.add_pipe(
-        "recot_ner",
-        config={
-            "labels": json.loads(labels.read_text(encoding="utf-8")),
-            "model": model,
-            "prompt": {"@misc": prompts[prompt]},
-        },
-    )
-    nlp.initialize()
+    try:
+        nlp.add_pipe("recot_ner", config=config)
+    except ValueError as err:  # the component's checks name the setting
+        raise typer.BadParameter(str(err)) from None
+    if model_dir is not None:
+        # A trained model's weights are written into the pipeline: load them first. A
+        # packaged model's folder only names its pip package, so it is not loaded here.
+        nlp.initialize()
+    license_name, license_text = pipeline_license(model_dir, None if model_dir else model.get("name", DEFAULT_PACKAGED))
+    if license_name:
+        nlp.meta["license"] = license_name
     nlp.to_disk(output_dir)
-    typer.echo(f"Wrote a pipeline with recot_ner ({model_dir}) to {output_dir}")
+    if license_text:
+        (output_dir / "LICENSE").write_text(license_text, encoding="utf-8")
+    typer.echo(f"Wrote a pipeline with recot_ner ({model_dir or model['@misc']}) to {output_dir}")
 
 
 @app.command()

@@ -122,7 +122,13 @@ def tiny_qwen3(tokenizer: Any, seed: int = 0, hidden: int = 64, layers: int = 2)
 
 def save_model(model: Any, tokenizer: Any, path: Path) -> Path:
     """Save a model and its tokenizer in one folder, which `from_pretrained` (and
-    the component's HF backends) load; the folder."""
+    the component's HF backends) load, with this package's license (the model is
+    its work); the folder."""
+    from ..licenses import own_license_text
+
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    text = own_license_text()
+    if text:
+        (Path(path) / "LICENSE").write_text(text, encoding="utf-8")
     return Path(path)
