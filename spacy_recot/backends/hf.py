@@ -9,7 +9,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import ModelLoadError
 from ..generation.gqa_attention import use_gqa_attention
@@ -91,6 +91,23 @@ def save_dequantized(model: Any, path: Path) -> None:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
     model.save_pretrained(path)
+
+
+def state_tensors(model: Any) -> Iterator[Tuple[str, Any]]:
+    """The (name, tensor) pairs of `model.state_dict()`, in its order, one at a
+    time: a weight packed for oneDNN is made dense only while it is read, where
+    `state_dict()` would hold a dense copy of every packed weight at once (as much
+    memory again as the model's linear layers)."""
+    import torch
+
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        prefix = f"{prefix}." if prefix else ""
+        for name, param in module._parameters.items():
+            if param is not None:
+                yield prefix + name, param.to_dense() if param.layout == torch._mkldnn else param
+        for name, buffer in module._buffers.items():
+            if buffer is not None and name not in module._non_persistent_buffers_set:
+                yield prefix + name, buffer
 
 
 # What a config's `generation` block may hand to `generate`: how tokens are chosen,
@@ -294,7 +311,7 @@ class HFBackend(Backend):
             h = hashlib.sha256(self.model.config.to_json_string().encode())
             h.update(f"{len(self.tokenizer)}{getattr(self.tokenizer, 'chat_template', None)}".encode())
             with torch.inference_mode():
-                for name, tensor in self.model.state_dict().items():
+                for name, tensor in state_tensors(self.model):
                     h.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
                     data = tensor.detach().to("cpu").contiguous().reshape(-1)
                     h.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")

@@ -82,3 +82,19 @@ def test_backend_packs_on_load_and_saves_plain_weights(tiny_qwen3_dir, tmp_path)
     again = HFCausalBackend(str(tmp_path / "saved"), dtype="bfloat16", generation={"max_new_tokens": 8})
     again.from_disk(tmp_path / "saved")
     assert again.fingerprint() == backend.fingerprint()
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_state_tensors_are_the_state_dict_one_at_a_time(tiny_qwen3_dir, tiny_t5_dir, packed):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from spacy_recot.backends.hf import state_tensors
+
+    models = [_load(tiny_qwen3_dir), AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir)]
+    for model in models:
+        if packed and torch.backends.mkldnn.is_available():
+            pack_linear_weights(model)
+        expected = model.state_dict()
+        got = list(state_tensors(model))
+        assert [name for name, _ in got] == list(expected)
+        assert all(t.layout == torch.strided and torch.equal(t, expected[n]) for n, t in got)
