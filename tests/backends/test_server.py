@@ -49,7 +49,8 @@ def stats(stub: str):
 def stub_nlp(stub: str, **model):
     nlp = spacy.blank("en")
     config = {"@misc": "spacy_recot.OpenAICompatible.v1", "base_url": f"{stub}/v1", "model": "stub"}
-    config.update({"backoff": 0.01, "timeout": 5.0, **model})
+    # A generous deadline: a loaded machine must not turn a slow stub into a failed try.
+    config.update({"backoff": 0.01, "timeout": 30.0, **model})
     nlp.add_pipe("recot_ner", config={"labels": ["person", "location"], "model": config})
     return nlp
 
