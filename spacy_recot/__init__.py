@@ -3,7 +3,6 @@
 from . import backends, tasks  # noqa: F401  (registers the spacy_recot.* functions)
 from .component import RecotNER
 from .factory import make_recot_ner
-from .testing import oracle  # noqa: F401  (registers spacy_recot.Oracle.v1)
 
 __version__ = "0.1.0"
 
