@@ -229,18 +229,23 @@ def read_docbin(path: Path, vocab: Vocab, limit: int = 0) -> List[Doc]:
     return docs
 
 
+def load_label_list(path: Path) -> List[str]:
+    """A JSON list of label names (a `.labels.json`); a clear error naming the file."""
+    try:
+        labels = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a JSON list of labels ({err})") from None
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ValueError(f"{path}: expected a JSON list of label names")
+    return labels
+
+
 def read_labels(spacy_path: Path, docs: Optional[Sequence[Doc]] = None) -> List[str]:
     """The label list of a converted set: its `.labels.json` (written by
     `convert`), else the labels of the docs' entities, sorted."""
     path = labels_file(spacy_path)
     if path.exists():
-        try:
-            labels = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as err:
-            raise ValueError(f"{path}: not a JSON list of labels ({err})") from None
-        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-            raise ValueError(f"{path}: expected a JSON list of label names")
-        return labels
+        return load_label_list(path)
     if docs is None:
         docs = read_docbin(spacy_path, Vocab())
     return sorted({ent.label_ for doc in docs for ent in doc.ents})

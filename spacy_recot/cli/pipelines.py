@@ -108,15 +108,14 @@ def read_labels_option(value: str) -> List[str]:
     labels themselves, separated by commas."""
     path = Path(value)
     if value.endswith(".json") or path.is_file():
+        from ..conll import load_label_list
+
         if not path.is_file():
             raise typer.BadParameter(f"--labels: {value} does not exist")
         try:
-            labels = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as err:
-            raise typer.BadParameter(f"--labels: {value} is not a JSON list of labels ({err})") from None
-        if not isinstance(labels, list):
-            raise typer.BadParameter(f"--labels: {value} holds a JSON {type(labels).__name__}, not a list of labels")
-        return labels
+            return load_label_list(path)
+        except ValueError as err:
+            raise typer.BadParameter(f"--labels: {err}") from None
     labels = [label.strip() for label in value.split(",") if label.strip()]
     if not labels:
         raise typer.BadParameter("--labels: give the entity types, e.g. --labels person,location")
