@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from ..errors import ModelLoadError
 from ..generation.gqa_attention import use_gqa_attention
-from ..generation.packed_weights import pack_linear_weights
+from ..generation.packed_weights import pack_linear_weights, packs
 from .base import Backend
 from .devices import check_dtype, resolve_device, resolve_dtype
 
@@ -255,6 +255,77 @@ class HFSettings:
             object.__setattr__(self, "adapter", str(self.adapter))
 
 
+def read_weights(folder: Path, model_class: Any, dtype: Any) -> Optional[Dict[str, Any]]:
+    """The safetensors weights of a local model folder, read into memory this
+    process owns, each floating-point tensor cast to `dtype` as it is read
+    (except in the modules the model class keeps in float32); None when the
+    folder has no safetensors weights.
+
+    Why not transformers' default, a memory map of the file: a weight changed in
+    place after loading (a merged adapter) becomes a private copy inside the
+    mapping, and the mapping lives as long as any weight read from it does, so
+    a weight replaced afterwards (packed for oneDNN) keeps its old pages: two
+    copies of the linear layers. And a file in another precision is cast whole
+    beside itself. Read one tensor at a time, the peak is the weights as they
+    run plus one tensor (benchmarks/memory.py).
+    """
+    from safetensors import safe_open
+
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    elif (folder / "model.safetensors").exists():
+        files = ["model.safetensors"]
+    else:
+        return None
+    keep = tuple(getattr(model_class, "_keep_in_fp32_modules", None) or ())
+    keep += tuple(getattr(model_class, "_keep_in_fp32_modules_strict", None) or ())
+    state = {}
+    for name in files:
+        # pread: copies into the tensors' own memory, no mapping kept.
+        with safe_open(str(folder / name), framework="pt", device="cpu", backend="pread") as f:
+            for key in f.keys():
+                tensor = f.get_tensor(key)
+                if tensor.is_floating_point() and tensor.dtype != dtype and not any(m in key for m in keep):
+                    tensor = tensor.to(dtype)
+                state[key] = tensor
+    return state
+
+
+def load_model(auto_class: Any, source: str, dtype: Any, device: str, *, rewrites: bool, **kwargs: Any) -> Any:
+    """`auto_class.from_pretrained(source, ...)`, reading a local safetensors
+    folder with `read_weights` (into memory the process owns) when the model
+    runs on the CPU and its weights are rewritten after loading (`rewrites`: an
+    adapter merged, weights packed) or stored in another precision: the same
+    weights, one copy. Otherwise as transformers loads them: memory-mapped,
+    pages shared by every process that maps the file."""
+    import torch
+    import transformers
+
+    folder = Path(source).expanduser()
+    if device == "cpu" and isinstance(dtype, torch.dtype) and folder.is_dir() and not kwargs.get("trust_remote_code"):
+        try:
+            # Never its code: a folder that needs it is refused by load_pretrained below.
+            config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+            model_class = auto_class._model_mapping[type(config)]
+        except (OSError, ValueError, KeyError):
+            model_class = None
+        stored = getattr(config, "dtype", None) if model_class is not None else None
+        stored = getattr(torch, stored, None) if isinstance(stored, str) else stored
+        if (
+            model_class is not None
+            and getattr(config, "quantization_config", None) is None
+            and (rewrites or stored != dtype)
+        ):
+            state = read_weights(folder, model_class, dtype)
+            if state is not None:
+                model = model_class.from_pretrained(None, config=config, state_dict=state, dtype=dtype)
+                if (folder / "generation_config.json").exists():
+                    model.generation_config = transformers.GenerationConfig.from_pretrained(folder)
+                return model
+    return load_pretrained(auto_class, source, dtype=dtype, device_map=device, **kwargs)
+
+
 class HFBackend(Backend):
     """What the Hugging Face backends share: loading, token counts, saving."""
 
@@ -358,15 +429,12 @@ class HFBackend(Backend):
             tokenizer_kwargs = {k: v for k, v in kwargs.items() if k != "use_safetensors"}
             self.tokenizer = load_pretrained(transformers.AutoTokenizer, source, **tokenizer_kwargs)
             # Straight onto the device: no float copy of the weights on the CPU first.
-            model = load_pretrained(
-                getattr(transformers, self.auto_model),
-                source,
-                dtype=resolve_dtype(self.settings.dtype, device, self.half_dtype),
-                device_map=device,
-                **kwargs,
-            )
-            model.eval()
+            dtype = resolve_dtype(self.settings.dtype, device, self.half_dtype)
             adapter = self._adapter_folder()
+            rewrites = adapter is not None or packs(dtype)
+            auto_class = getattr(transformers, self.auto_model)
+            model = load_model(auto_class, str(source), dtype, device, rewrites=rewrites, **kwargs)
+            model.eval()
             if adapter is not None:
                 from ..adapters import merge_adapter
 

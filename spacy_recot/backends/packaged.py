@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..adapters import read_adapter, write_adapter
 from ..errors import ModelLoadError
 from .causal import HFCausalBackend
+from .devices import resolve_device, resolve_dtype
 from .hf import save_dequantized
 
 CACHE_ENV = "SPACY_RECOT_CACHE"
@@ -165,14 +166,40 @@ def join_and_check(model: PackagedModel, target: Path, chunk_size: int = 1 << 24
         )
 
 
-def materialize(name: str, cache: Optional[Path] = None) -> Path:
+def cache_folder(model: PackagedModel, dtype: Optional[str] = None) -> str:
+    """The cache folder's name for `model` converted to `dtype` ("float32" when
+    None): one copy per precision a model is run in, so a load reads the
+    weights as they run (memory-mapped, no cast) instead of a float32 copy cast
+    at every load. float32 keeps the name caches had before there was a choice."""
+    base = f"{model.name}-{model.sha256[:12]}"
+    return base if dtype in (None, "float32") else f"{base}-{dtype}"
+
+
+def cache_dtype(dtype: str = "auto", device: str = "auto", half: str = "float16") -> Optional[str]:
+    """The precision the cache holds for a model run with these `dtype` and
+    `device` settings: the one it runs in (None for float32, or where the
+    device picks)."""
+    resolved = resolve_dtype(dtype, resolve_device(device), half)
+    name = str(resolved).replace("torch.", "")
+    return None if name in ("auto", "float32") else name
+
+
+def materialize(name: str, cache: Optional[Path] = None, dtype: Optional[str] = None) -> Path:
     """The folder of the packaged model `name` in safetensors format, converted
-    from the installed GGUF on first use and cached."""
+    from the installed GGUF on first use and cached.
+
+    dtype (Optional[str]): The precision the weights are stored in: "float32"
+        (None), "bfloat16" or "float16". The GGUF's 4- and 6-bit weights are
+        dequantized straight to it, so a half-precision copy holds the same
+        values a float32 copy cast at load would.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = get_packaged_model(name)
+    if dtype not in (None, "float32", "bfloat16", "float16"):
+        raise ModelLoadError(f"Cannot cache '{model.name}' in {dtype}: use float32, bfloat16 or float16.")
     cache = Path(cache) if cache is not None else cache_dir()
-    folder = cache / f"{model.name}-{model.sha256[:12]}"
+    folder = cache / cache_folder(model, dtype)
     if (folder / "config.json").exists():
         return folder
     part_paths(model)  # fail on a missing package before any work
@@ -190,8 +217,11 @@ def materialize(name: str, cache: Optional[Path] = None) -> Path:
         out = Path(tmp) / "converted"
         try:
             tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
-            weights = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
+            weights = AutoModelForCausalLM.from_pretrained(
+                tmp, gguf_file=gguf.name, dtype=getattr(torch, dtype or "float32")
+            )
             save_dequantized(weights, out)
+            del weights
             tokenizer.save_pretrained(out)
         except (ImportError, OSError, ValueError) as err:
             raise ModelLoadError(
@@ -220,8 +250,11 @@ class PackagedCausalBackend(HFCausalBackend):
         self.packaged = get_packaged_model(self.settings.name_or_path)
 
     def load(self) -> None:
-        # The cache folder holds the safetensors converted here: nothing to unpickle.
-        self._load_from(materialize(self.packaged.name), local_files_only=True, use_safetensors=True)
+        # The cache holds the weights in the precision they run in (one copy per
+        # precision), so they are memory-mapped as they are, not cast from float32
+        # into a second copy. It holds the safetensors converted here: nothing to unpickle.
+        stored = cache_dtype(self.settings.dtype, self.settings.device, self.half_dtype)
+        self._load_from(materialize(self.packaged.name, dtype=stored), local_files_only=True, use_safetensors=True)
 
     def requirements(self) -> List[str]:
         # gguf: transformers reads the GGUF with it on first use.

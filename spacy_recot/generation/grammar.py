@@ -33,8 +33,8 @@ def check_xgrammar() -> None:
     except ImportError as err:
         raise ModelLoadError(
             "constrained = true (model.constrained) needs xgrammar, which is not installed. "
-            'Install it with: pip install "spacy-recot[default]" (or, to skip the GPU-only '
-            f"triton it pulls, pip install --no-deps {XGRAMMAR_REQUIREMENT} apache-tvm-ffi pydantic). "
+            f"Install it with: pip install --no-deps {XGRAMMAR_REQUIREMENT} apache-tvm-ffi pydantic "
+            "(--no-deps: its metadata pulls triton, a CUDA compiler it uses only on a GPU). "
             f"{type(err).__name__}: {err}"
         ) from err
 

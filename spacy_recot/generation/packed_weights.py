@@ -57,6 +57,13 @@ def onednn_packs(dtype: Any) -> bool:
     return True
 
 
+def packs(dtype: Any) -> bool:
+    """Whether `pack_linear_weights` packs a CPU model's `dtype` weights here."""
+    import torch
+
+    return dtype in (torch.bfloat16, torch.float16) and onednn_packs(dtype)
+
+
 def pack_linear_weights(model: Any) -> int:
     """Pack the bfloat16 or float16 weights of `model`'s linear layers on a CPU for
     oneDNN, except the output layer (the greedy loops read its rows) and

@@ -47,6 +47,7 @@ STATE = {
 SETTINGS = {"key": None, "reasoning": None, "tokenize": True, "usage": None, "logprob": -0.1}
 STATS = {"chat": 0, "tokenize": 0, "models": 0, "authorized": 0, "times": []}
 LOCK = threading.Lock()
+IN_FLIGHT = [0]  # requests being answered (but /control)
 
 
 def take(fault: str) -> bool:
@@ -97,6 +98,23 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(404, {"error": "not found"})
 
     def do_POST(self):
+        if self.path == "/control":
+            # Settings change between requests only: a request still being answered
+            # for an earlier test (its client gave up or moved on) must not take the
+            # next test's faults, nor be counted in its stats.
+            deadline = time.monotonic() + 10
+            while IN_FLIGHT[0] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return self.post()
+        with LOCK:
+            IN_FLIGHT[0] += 1
+        try:
+            return self.post()
+        finally:
+            with LOCK:
+                IN_FLIGHT[0] -= 1
+
+    def post(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         if self.path == "/control":
             with LOCK:

@@ -411,3 +411,33 @@ def test_bytes_round_trip_a_folder_tree(tmp_path):
     _bytes_to_folder(_folder_to_bytes(tmp_path), tmp_path / "copy")
     assert (tmp_path / "copy" / "a" / "b" / "c.json").read_bytes() == b"{}"
     assert (tmp_path / "copy" / "top.txt").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("fixture", ["tiny_qwen3_dir", "tiny_t5_dir"])
+def test_weights_read_into_owned_memory_are_the_weights_transformers_loads(request, fixture, dtype):
+    """read_weights (used when weights are rewritten after loading, or stored in
+    another precision) gives the model transformers' memory-mapped load gives:
+    every tensor's dtype and bytes, the generation config, the modules kept in
+    float32 (T5)."""
+    import torch
+    import transformers
+
+    from spacy_recot.backends.hf import load_model
+
+    folder = request.getfixturevalue(fixture)
+    auto = transformers.AutoModelForCausalLM if "qwen" in fixture else transformers.AutoModelForSeq2SeqLM
+    expected = auto.from_pretrained(folder, dtype=getattr(torch, dtype))
+    owned = load_model(auto, str(folder), getattr(torch, dtype), "cpu", rewrites=True)
+    mapped = load_model(auto, str(folder), getattr(torch, dtype), "cpu", rewrites=False)
+    want = expected.state_dict()
+    for model in (owned, mapped):
+        got = model.state_dict()
+        assert got.keys() == want.keys()
+        for key, tensor in want.items():
+            assert got[key].dtype == tensor.dtype and torch.equal(got[key], tensor), key
+        assert model.generation_config.to_dict() == expected.generation_config.to_dict()
+        assert type(model) is type(expected)
+    # Tied embeddings stay tied: one tensor, not two copies.
+    if expected.config.tie_word_embeddings:
+        assert owned.get_output_embeddings().weight is owned.get_input_embeddings().weight
