@@ -295,9 +295,9 @@ def read_weights(folder: Path, model_class: Any, dtype: Any) -> Optional[Dict[st
 def load_model(auto_class: Any, source: str, dtype: Any, device: str, *, rewrites: bool, **kwargs: Any) -> Any:
     """`auto_class.from_pretrained(source, ...)`, reading a local safetensors
     folder with `read_weights` (into memory the process owns) when the model
-    runs on the CPU and its weights are rewritten after loading (`rewrites`: an
-    adapter merged, weights packed) or stored in another precision: the same
-    weights, one copy. Otherwise as transformers loads them: memory-mapped,
+    runs on the CPU and its weights are replaced after loading (`rewrites`:
+    packed for oneDNN) or stored in another precision: the same weights, one
+    copy. Otherwise as transformers loads them: memory-mapped,
     pages shared by every process that maps the file."""
     import torch
     import transformers
@@ -431,7 +431,11 @@ class HFBackend(Backend):
             # Straight onto the device: no float copy of the weights on the CPU first.
             dtype = resolve_dtype(self.settings.dtype, device, self.half_dtype)
             adapter = self._adapter_folder()
-            rewrites = adapter is not None or packs(dtype)
+            # Packing replaces every linear weight after loading: read into owned memory,
+            # so the old ones are freed. A merged adapter alone needs no such care: it
+            # rewrites memory-mapped weights in place (one private copy of those pages),
+            # and the embedding's rows never read stay on disk.
+            rewrites = packs(dtype)
             auto_class = getattr(transformers, self.auto_model)
             model = load_model(auto_class, str(source), dtype, device, rewrites=rewrites, **kwargs)
             model.eval()

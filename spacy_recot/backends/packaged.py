@@ -5,7 +5,8 @@ A packaged model is a GGUF file inside one or more installed distributions
 the parts through the installed distributions' file lists (without importing
 them: their code is not ours to run), joins them, checks the pinned sha256
 and refuses a mismatch, then lets transformers dequantize the GGUF once and
-caches the result as safetensors, so later loads take seconds.
+caches the result as safetensors in the precision the model runs in (one
+folder per precision), so later loads read the weights as they run.
 """
 
 import hashlib
