@@ -9,6 +9,8 @@ RSS, as `/usr/bin/time -v` does). The child also reports its peak after loading
 and its resident memory split into anonymous pages and file pages (weights
 memory-mapped from the cache are file pages: the kernel can drop and re-read
 them, and several processes share them). Timings are for the same child.
+`--baseline CHECKOUT` measures another checkout's code the same way, alternating
+with this one (its package first on PYTHONPATH), and reports the ratios.
 """
 
 import json
@@ -118,6 +120,9 @@ def main(
     runs: int = typer.Option(3, "--runs", help="Later-use measurements per precision (median)."),
     first_use: bool = typer.Option(True, "--first-use/--no-first-use", help="Also measure a cold cache."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="The warm cache (default: the user's)."),
+    baseline: Optional[Path] = typer.Option(
+        None, "--baseline", help="Another checkout of spacy-recot, measured the same way, alternating with this one."
+    ),
     output: Path = typer.Option(Path("benchmarks/results/memory.json"), "--output", "-o"),
 ) -> None:
     """Peak memory, load time and cache size of the default pipeline."""
@@ -141,15 +146,25 @@ def main(
                 row["first_use"]["cache_gb"] = _size(cold)
             finally:
                 shutil.rmtree(cold, ignore_errors=True)
-        later = []
+        later: List[Dict[str, Any]] = []
+        base: List[Dict[str, Any]] = []
+        warm_env = dict(env, SPACY_RECOT_CACHE=str(warm))
+        # The baseline's code first on the path (its own package, same interpreter and cache).
+        base_env = dict(warm_env, PYTHONPATH=f"{baseline}{os.pathsep}{env.get('PYTHONPATH', '')}")
         for run in range(runs):
             typer.echo(f"{dtype}: later use, run {run + 1}/{runs}")
-            later.append(_measure(args, dict(env, SPACY_RECOT_CACHE=str(warm))))
+            # Alternate which goes first, so neither always meets a warmer page cache.
+            order = [(later, warm_env), (base, base_env)] if run % 2 == 0 else [(base, base_env), (later, warm_env)]
+            for results, run_env in order:
+                if results is later or baseline is not None:
+                    results.append(_measure(args, run_env))
+        keys = ("peak_rss_gb", "load_seconds", "tag_seconds_per_sentence")
         row["later_use_runs"] = later
-        row["later_use"] = {
-            key: statistics.median(r[key] for r in later)
-            for key in ("peak_rss_gb", "load_seconds", "tag_seconds_per_sentence")
-        }
+        row["later_use"] = {key: statistics.median(r[key] for r in later) for key in keys}
+        if baseline is not None:
+            row["baseline_runs"] = base
+            row["baseline"] = {key: statistics.median(r[key] for r in base) for key in keys}
+            row["ratio_to_baseline"] = {key: row["later_use"][key] / row["baseline"][key] for key in keys}
         row["torch_dtype"] = later[-1]["torch_dtype"] if later else row["first_use"]["torch_dtype"]
         typer.echo(f"{dtype}: {json.dumps(row['later_use'])}")
         rows.append(row)
@@ -164,6 +179,7 @@ def main(
             "n": n,
             "batch_size": batch_size,
             "threads": env["OMP_NUM_THREADS"],
+            "baseline": str(baseline) if baseline is not None else None,
             "cache_folders": {p.name: round(_size(p), 3) for p in caches},
             "rows": rows,
         },
