@@ -210,6 +210,19 @@ def adapter_digest(path: Union[str, Path]) -> str:
     return h.hexdigest()
 
 
+def copy_adapter(source: Union[str, Path], target: Union[str, Path]) -> Path:
+    """Copy the adapter folder `source` to `target` byte for byte, once
+    `read_adapter` has accepted it (so its digest stays what it was)."""
+    import shutil
+
+    read_adapter(source)
+    folder = Path(target)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        shutil.copyfile(Path(source) / name, folder / name)
+    return folder
+
+
 def adapter_summary(adapter: LoraAdapter) -> Dict[str, Any]:
     """Rank, scale, module count and parameters, for logs and results."""
     return {
@@ -229,6 +242,23 @@ def shipped_adapters() -> Dict[str, Path]:
     if not SHIPPED_DIR.is_dir():
         return {}
     return {p.name: p for p in sorted(SHIPPED_DIR.iterdir()) if (p / CONFIG_FILE).is_file()}
+
+
+def shipped_name(folder: Union[str, Path]) -> Optional[str]:
+    """The name of the shipped adapter whose files `folder` holds byte for byte
+    (a pipeline's copy of one included), else None."""
+    folder = Path(folder)
+
+    def sizes(path: Path) -> Tuple[int, ...]:
+        return tuple(
+            (path / name).stat().st_size if (path / name).is_file() else -1 for name in (CONFIG_FILE, WEIGHTS_FILE)
+        )
+
+    for name, shipped in shipped_adapters().items():
+        # Sizes first: only an adapter of the same size is hashed.
+        if sizes(folder) == sizes(shipped) and adapter_digest(folder) == adapter_digest(shipped):
+            return name
+    return None
 
 
 def resolve_adapter(value: Union[str, Path]) -> Path:

@@ -138,6 +138,55 @@ def test_packaged_pipeline_keeps_a_copy_of_its_adapter(tmp_path):
     assert _same_weights(loaded.get_pipe("recot_ner").model.model, merged_by_peft)
 
 
+@pytest.mark.slow
+def test_a_shipped_adapter_is_cached_merged(tmp_path, monkeypatch):
+    """A shipped adapter (the default's) is merged once into the cache: the
+    merged copy holds what a merge at load gives, bit for bit, whether made
+    from the GGUF or from the plain cached copy; later loads (a pipeline's
+    copy of the adapter included) read it and merge nothing more."""
+    from safetensors.torch import load_file
+
+    from spacy_recot import adapters
+    from spacy_recot.adapters import adapter_digest, shipped_name
+    from spacy_recot.backends.packaged import materialize
+
+    name = "smollm2-135m-instruct"
+    base = materialize(name)
+    _peft_adapter(base, tmp_path / "shipped" / "tiny-sft", seed=0, r=2)
+    monkeypatch.setattr(adapters, "SHIPPED_DIR", tmp_path / "shipped")
+    adapter = tmp_path / "shipped" / "tiny-sft"
+    assert shipped_name(adapter) == "tiny-sft"
+    monkeypatch.setenv("SPACY_RECOT_CACHE", str(tmp_path / "cache"))
+
+    by_hand = _load(base)
+    merge_adapter(by_hand, adapter)
+    expected = by_hand.state_dict()
+    # From the GGUF (an empty cache), and from the plain copy of the default cache.
+    from_gguf = materialize(name, cache=tmp_path / "cache", adapter=adapter)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / base.name).symlink_to(base, target_is_directory=True)
+    from_plain = materialize(name, cache=tmp_path / "plain", adapter=adapter)
+    assert from_gguf.name.endswith(f"+adapter-{adapter_digest(adapter)[:12]}")
+    assert not (tmp_path / "cache" / base.name).exists()  # the merged copy only
+    for folder in (from_gguf, from_plain):
+        stored = load_file(str(folder / "model.safetensors"))
+        for key, tensor in stored.items():
+            assert torch.equal(tensor, expected[key]), key
+
+    config = {"@misc": "spacy_recot.PackagedCausal.v4", "name": name, "adapter": "tiny-sft", "dtype": "float32"}
+    nlp = spacy.blank("en")
+    nlp.add_pipe("recot_ner", config={"labels": ["person"], "model": config})
+    nlp.initialize()
+    loaded = nlp.get_pipe("recot_ner").model.model.state_dict()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    nlp.to_disk(tmp_path / "pipeline")
+    copy = tmp_path / "pipeline" / "recot_ner" / "model" / "adapter"
+    assert shipped_name(copy) == "tiny-sft"
+    again = spacy.load(tmp_path / "pipeline").get_pipe("recot_ner").model.model.state_dict()
+    assert all(torch.equal(again[k], expected[k]) for k in expected)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")) == [from_gguf.name]
+
+
 def test_bad_adapters_are_refused_with_the_file_named(tiny_qwen3_dir, tmp_path):
     with pytest.raises(ModelLoadError, match="model.adapter"):
         resolve_adapter(tmp_path / "nowhere")

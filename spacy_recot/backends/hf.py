@@ -421,7 +421,10 @@ class HFBackend(Backend):
         self.stats["prompt_tokens"] += int(attention_mask.sum())
         self.stats["generated_tokens"] += generated
 
-    def _load_from(self, source: Union[str, Path], **kwargs: Any) -> None:
+    def _load_from(self, source: Union[str, Path], *, adapter_merged: bool = False, **kwargs: Any) -> None:
+        """Load the tokenizer and weights from `source` (a folder or hub id), merge
+        the adapter unless `adapter_merged` (the weights hold it already), and
+        lay the weights out for this machine's kernels."""
         import transformers
 
         device = resolve_device(self.settings.device)
@@ -430,7 +433,7 @@ class HFBackend(Backend):
             self.tokenizer = load_pretrained(transformers.AutoTokenizer, source, **tokenizer_kwargs)
             # Straight onto the device: no float copy of the weights on the CPU first.
             dtype = resolve_dtype(self.settings.dtype, device, self.half_dtype)
-            adapter = self._adapter_folder()
+            adapter = None if adapter_merged else self._adapter_folder()
             # Packing replaces every linear weight after loading: read into owned memory,
             # so the old ones are freed. A merged adapter alone needs no such care: it
             # rewrites memory-mapped weights in place (one private copy of those pages),
@@ -449,7 +452,7 @@ class HFBackend(Backend):
             use_gqa_attention(model)
             self.model = model
             self.__dict__["_fingerprint"] = None
-            self._source = (str(source), dict(kwargs))
+            self._source = (str(source), {**kwargs, "adapter_merged": adapter_merged})
 
     def _adapter_folder(self) -> Optional[Path]:
         """The adapter to merge into the weights being loaded: the pipeline

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import srsly
 from tqdm import tqdm
 
-from ..adapters import read_adapter, write_adapter
+from ..adapters import adapter_digest, copy_adapter, merge_adapter, shipped_name
 from ..errors import ModelLoadError
 from .causal import HFCausalBackend
 from .devices import resolve_device, resolve_dtype
@@ -167,13 +167,15 @@ def join_and_check(model: PackagedModel, target: Path, chunk_size: int = 1 << 24
         )
 
 
-def cache_folder(model: PackagedModel, dtype: Optional[str] = None) -> str:
+def cache_folder(model: PackagedModel, dtype: Optional[str] = None, adapter: Optional[str] = None) -> str:
     """The cache folder's name for `model` converted to `dtype` ("float32" when
-    None): one copy per precision a model is run in, so a load reads the
-    weights as they run (memory-mapped, no cast) instead of a float32 copy cast
-    at every load. float32 keeps the name caches had before there was a choice."""
+    None), with the adapter of digest `adapter` merged in when given: one copy
+    per precision a model is run in, so a load reads the weights as they run
+    (memory-mapped, no cast, no merge). float32 keeps the name caches had
+    before there was a choice."""
     base = f"{model.name}-{model.sha256[:12]}"
-    return base if dtype in (None, "float32") else f"{base}-{dtype}"
+    base = base if dtype in (None, "float32") else f"{base}-{dtype}"
+    return base if adapter is None else f"{base}+adapter-{adapter[:12]}"
 
 
 def cache_dtype(dtype: str = "auto", device: str = "auto", half: str = "float16") -> Optional[str]:
@@ -185,7 +187,9 @@ def cache_dtype(dtype: str = "auto", device: str = "auto", half: str = "float16"
     return None if name in ("auto", "float32") else name
 
 
-def materialize(name: str, cache: Optional[Path] = None, dtype: Optional[str] = None) -> Path:
+def materialize(
+    name: str, cache: Optional[Path] = None, dtype: Optional[str] = None, adapter: Optional[Path] = None
+) -> Path:
     """The folder of the packaged model `name` in safetensors format, converted
     from the installed GGUF on first use and cached.
 
@@ -193,40 +197,49 @@ def materialize(name: str, cache: Optional[Path] = None, dtype: Optional[str] = 
         (None), "bfloat16" or "float16". The GGUF's 4- and 6-bit weights are
         dequantized straight to it, so a half-precision copy holds the same
         values a float32 copy cast at load would.
+    adapter (Optional[Path]): A LoRA adapter folder to merge into the cached
+        weights (`merge_adapter`, as a load would): the folder is named after
+        the adapter's digest and holds the merged model only, so a later load
+        reads it and merges nothing. Made from the plain cached copy when
+        there is one, else straight from the GGUF.
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = get_packaged_model(name)
     if dtype not in (None, "float32", "bfloat16", "float16"):
         raise ModelLoadError(f"Cannot cache '{model.name}' in {dtype}: use float32, bfloat16 or float16.")
     cache = Path(cache) if cache is not None else cache_dir()
-    folder = cache / cache_folder(model, dtype)
+    folder = cache / cache_folder(model, dtype, None if adapter is None else adapter_digest(adapter))
     if (folder / "config.json").exists():
         return folder
-    part_paths(model)  # fail on a missing package before any work
-    if importlib.util.find_spec("gguf") is None:
-        raise ModelLoadError(
-            f"The packaged model '{model.name}' is a GGUF file, which transformers reads with the "
-            f"'gguf' package; it is not installed. Install it with: {model.install or DEFAULT_INSTALL}"
-        )
+    plain = cache / cache_folder(model, dtype)
+    converts = not (plain / "config.json").exists()
+    if converts:
+        part_paths(model)  # fail on a missing package before any work
+        if importlib.util.find_spec("gguf") is None:
+            raise ModelLoadError(
+                f"The packaged model '{model.name}' is a GGUF file, which transformers reads with the "
+                f"'gguf' package; it is not installed. Install it with: {model.install or DEFAULT_INSTALL}"
+            )
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".tmp-") as tmp:
-        gguf = Path(tmp) / "model.gguf"
-        join_and_check(model, gguf)
-        import torch
-
+        source, kwargs = plain, {}
+        if converts:
+            source, kwargs = Path(tmp), {"gguf_file": "model.gguf"}
+            join_and_check(model, source / "model.gguf")
         out = Path(tmp) / "converted"
         try:
-            tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
-            weights = AutoModelForCausalLM.from_pretrained(
-                tmp, gguf_file=gguf.name, dtype=getattr(torch, dtype or "float32")
-            )
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            weights = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype or "float32"), **kwargs)
+            if adapter is not None:
+                merge_adapter(weights, adapter)
             save_dequantized(weights, out)
             del weights
             tokenizer.save_pretrained(out)
         except (ImportError, OSError, ValueError) as err:
             raise ModelLoadError(
-                f"Could not convert the packaged model '{model.name}' from GGUF (model.name): "
+                f"Could not convert the packaged model '{model.name}' (model.name) from {source}: "
                 f"{type(err).__name__}: {err}"
             ) from err
         # Publish the folder in one step, so a half-written cache is never used.
@@ -255,7 +268,13 @@ class PackagedCausalBackend(HFCausalBackend):
         # precision), so they are memory-mapped as they are, not cast from float32
         # into a second copy. It holds the safetensors converted here: nothing to unpickle.
         stored = cache_dtype(self.settings.dtype, self.settings.device, self.half_dtype)
-        self._load_from(materialize(self.packaged.name, dtype=stored), local_files_only=True, use_safetensors=True)
+        # A shipped adapter (the default's) is cached merged: a later load merges
+        # nothing. Any other is merged at each load (one cached copy per trained
+        # adapter would fill the disk).
+        adapter = self._adapter_folder()
+        cached = adapter is not None and shipped_name(adapter) is not None
+        folder = materialize(self.packaged.name, dtype=stored, adapter=adapter if cached else None)
+        self._load_from(folder, local_files_only=True, use_safetensors=True, adapter_merged=cached)
 
     def requirements(self) -> List[str]:
         # gguf: transformers reads the GGUF with it on first use.
@@ -274,8 +293,9 @@ class PackagedCausalBackend(HFCausalBackend):
         )
         adapter = self._adapter_folder()
         if adapter is not None:
-            # A copy of the adapter, so the pipeline loads wherever the packages are installed.
-            write_adapter(read_adapter(adapter), path / "adapter", dtype=None)
+            # A copy of the adapter, so the pipeline loads wherever the packages are installed
+            # (byte for byte: a shipped one stays recognised, and its merged cache used).
+            copy_adapter(adapter, path / "adapter")
 
     def from_disk(self, path: Path) -> None:
         if self.settings.adapter:
