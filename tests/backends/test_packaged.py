@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import spacy
 
+from spacy_recot.adapters import adapter_digest, resolve_adapter
 from spacy_recot.backends import ModelLoadError
 from spacy_recot.backends.packaged import (
+    DEFAULT_ADAPTER,
     DEFAULT_PACKAGED,
     PACKAGED_MODELS,
     PackagedModel,
@@ -117,7 +119,10 @@ def test_default_pipeline_finds_real_entities_offline(tmp_path):
             nlp.to_disk(tmp_path / "pipeline")
         del nlp
         gc.collect()
-    assert (materialize(DEFAULT_PACKAGED, dtype=cache_dtype()) / "model.safetensors").exists()
+    # The cache holds the model with the shipped adapter merged (a later load merges nothing).
+    merged = materialize(DEFAULT_PACKAGED, dtype=cache_dtype(), adapter=resolve_adapter(DEFAULT_ADAPTER))
+    assert merged.name.endswith(f"+adapter-{adapter_digest(resolve_adapter(DEFAULT_ADAPTER))[:12]}")
+    assert (merged / "model.safetensors").exists()
     ref = tmp_path / "pipeline" / "recot_ner" / "model" / "packaged.json"
     assert ref.exists() and not (ref.parent / "model.safetensors").exists()
     loaded = spacy.load(tmp_path / "pipeline")
