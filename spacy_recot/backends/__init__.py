@@ -18,17 +18,8 @@ from ..errors import ModelLoadError
 from .base import Backend
 from .causal import DEFAULT_DRAFT_TOKENS, CausalSettings, HFCausalBackend
 from .devices import DTYPES, check_dtype, cpu_has_bf16, cpu_has_fp16, resolve_device, resolve_dtype
-from .hf import (
-    HF_REQUIREMENTS,
-    TRUST_REMOTE_CODE_ENV,
-    HFBackend,
-    HFSettings,
-    check_generation,
-    load_pretrained,
-    merge_generation,
-    save_dequantized,
-    trusts_remote_code,
-)
+from .hf import HF_REQUIREMENTS, HFBackend, HFSettings, check_generation, merge_generation
+from .loading import TRUST_REMOTE_CODE_ENV, load_pretrained, save_dequantized, trusts_remote_code
 from .packaged import (
     DEFAULT_PACKAGED,
     FAST_PACKAGED,

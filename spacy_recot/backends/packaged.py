@@ -25,7 +25,7 @@ from ..adapters import adapter_digest, copy_adapter, merge_adapter, shipped_name
 from ..errors import ModelLoadError
 from .causal import HFCausalBackend
 from .devices import resolve_device, resolve_dtype
-from .hf import save_dequantized
+from .loading import save_dequantized
 
 CACHE_ENV = "SPACY_RECOT_CACHE"
 # What a user runs to get everything the default configuration needs.

@@ -309,7 +309,7 @@ class OpenAICompatibleBackend(Backend):
                 )
             from transformers import AutoTokenizer
 
-            from .hf import load_pretrained, trusts_remote_code
+            from .loading import load_pretrained, trusts_remote_code
 
             self._local_tokenizer = load_pretrained(
                 AutoTokenizer, self.settings.tokenizer, trust_remote_code=trusts_remote_code(self.settings.tokenizer)

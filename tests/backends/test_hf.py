@@ -423,7 +423,7 @@ def test_weights_read_into_owned_memory_are_the_weights_transformers_loads(reque
     import torch
     import transformers
 
-    from spacy_recot.backends.hf import load_model
+    from spacy_recot.backends.loading import load_model
 
     folder = request.getfixturevalue(fixture)
     auto = transformers.AutoModelForCausalLM if "qwen" in fixture else transformers.AutoModelForSeq2SeqLM

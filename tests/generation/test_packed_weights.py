@@ -88,7 +88,7 @@ def test_backend_packs_on_load_and_saves_plain_weights(tiny_qwen3_dir, tmp_path)
 def test_state_tensors_are_the_state_dict_one_at_a_time(tiny_qwen3_dir, tiny_t5_dir, packed):
     from transformers import AutoModelForSeq2SeqLM
 
-    from spacy_recot.backends.hf import state_tensors
+    from spacy_recot.backends.loading import state_tensors
 
     models = [_load(tiny_qwen3_dir), AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir)]
     for model in models:
