@@ -13,7 +13,8 @@ which is all a kernel's speed depends on):
   bfloat16 activations;
 - int4: weight-only, groups of 32/128 along the input, the layout
   `torch._convert_weight_to_int4pack_for_cpu` makes (`_weight_int4pack_mm_for_cpu`),
-  bfloat16 activations.
+  bfloat16 activations, and (`-float32`) float32 activations and scales, with which the
+  kernel's products are those of the dequantized weights to float rounding.
 Each also reports the relative error of its output against float32 on the same
 inputs (the quantization error, not a quality figure: quality needs answers).
 The weight bytes a step streams give the bandwidth a kernel reaches: near the
@@ -54,7 +55,7 @@ def _int4(weight: Any, group: int) -> Tuple[Any, Any]:
     zero = lo + 8 * scale
     scales_and_zeros = torch.stack([scale.squeeze(-1), zero.squeeze(-1)], -1).transpose(0, 1).contiguous()
     packed = torch._convert_weight_to_int4pack_for_cpu(q, 2)
-    return packed, scales_and_zeros.to(torch.bfloat16)
+    return packed, scales_and_zeros
 
 
 def _kernels(weight: Any) -> Dict[str, Tuple[Callable[[Any], Any], int]]:
@@ -81,10 +82,16 @@ def _kernels(weight: Any) -> Dict[str, Tuple[Callable[[Any], Any], int]]:
     for group in (32, 128):
         if k % group == 0:
             q4, sz = _int4(weight, group)
-            kernels[f"int4-g{group}"] = (
-                lambda x, q4=q4, sz=sz, g=group: torch._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), q4, g, sz),
-                out * k // 2 + (k // group) * out * 4,
-            )
+            streamed = out * k // 2 + (k // group) * out * 4
+            for name, dtype in (("", torch.bfloat16), ("-float32", torch.float32)):
+                # float32 activations and scales: the products of the dequantized
+                # weights to float rounding (what a float32 model of the GGUF computes).
+                kernels[f"int4-g{group}{name}"] = (
+                    lambda x, q4=q4, sz=sz.to(dtype), g=group, dt=dtype: torch._weight_int4pack_mm_for_cpu(
+                        x.to(dt), q4, g, sz
+                    ),
+                    streamed,
+                )
     return kernels
 
 
