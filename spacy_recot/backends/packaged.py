@@ -200,8 +200,9 @@ def materialize(
     adapter (Optional[Path]): A LoRA adapter folder to merge into the cached
         weights (`merge_adapter`, as a load would): the folder is named after
         the adapter's digest and holds the merged model only, so a later load
-        reads it and merges nothing. Made from the plain cached copy when
-        there is one, else straight from the GGUF.
+        reads it and merges nothing.
+    A folder is made from a cached copy without an adapter when there is one
+    (this precision's, else float32's), else straight from the GGUF.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -213,8 +214,11 @@ def materialize(
     folder = cache / cache_folder(model, dtype, None if adapter is None else adapter_digest(adapter))
     if (folder / "config.json").exists():
         return folder
-    plain = cache / cache_folder(model, dtype)
-    converts = not (plain / "config.json").exists()
+    # A cached copy without an adapter, in this precision or in float32 (cast as it is
+    # read: the same values as dequantizing to this precision, tested), saves a conversion.
+    plain = [cache / cache_folder(model, d) for d in dict.fromkeys((dtype, None))]
+    found = next((f for f in plain if f != folder and (f / "config.json").exists()), None)
+    converts = found is None
     if converts:
         part_paths(model)  # fail on a missing package before any work
         if importlib.util.find_spec("gguf") is None:
@@ -224,7 +228,7 @@ def materialize(
             )
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".tmp-") as tmp:
-        source, kwargs = plain, {}
+        source, kwargs = found, {}
         if converts:
             source, kwargs = Path(tmp), {"gguf_file": "model.gguf"}
             join_and_check(model, source / "model.gguf")

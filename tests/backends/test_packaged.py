@@ -187,7 +187,7 @@ def test_the_cache_keeps_one_folder_per_precision():
 
 
 @pytest.mark.slow
-def test_a_half_precision_cache_holds_the_float32_weights_cast(tmp_path):
+def test_a_half_precision_cache_holds_the_float32_weights_cast(tmp_path, monkeypatch):
     """Converted straight to bfloat16, the cache holds what the float32 cache
     cast at load would: the same answers, half the disk, no cast at load."""
     import torch
@@ -202,3 +202,17 @@ def test_a_half_precision_cache_holds_the_float32_weights_cast(tmp_path):
         assert cast[key].dtype == torch.bfloat16 and torch.equal(cast[key], tensor.to(torch.bfloat16)), key
     # A second call finds it.
     assert materialize("smollm2-135m-instruct", cache=tmp_path, dtype="bfloat16") == half
+    # Beside a float32 copy it is cast from that one, with the same values, no conversion.
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    plain = materialize("smollm2-135m-instruct")
+    (beside / plain.name).symlink_to(plain, target_is_directory=True)
+
+    def no_conversion(*args):
+        raise AssertionError("the GGUF was converted again")
+
+    monkeypatch.setattr("spacy_recot.backends.packaged.join_and_check", no_conversion)
+    from_plain = load_file(
+        str(materialize("smollm2-135m-instruct", cache=beside, dtype="bfloat16") / "model.safetensors")
+    )
+    assert from_plain.keys() == cast.keys() and all(torch.equal(from_plain[k], cast[k]) for k in cast)
