@@ -165,11 +165,26 @@ def stage_records(p: Protocol) -> None:
     """Sample the training sentences: `per_domain` from each domain's train+dev
     (the same for every fold), `grpo_per_domain` other ones for GRPO prompts,
     and `pile` Pile-NER passages."""
+    from spacy_recot.jsonl import load_jsonl, write_jsonl
+
+    if not p.records_file("sft_pool").exists():
+        _sample_pools(p)
+    # GRPO prompts need no chain: the per-fold files are written here, so the
+    # rows without chains (grpo_zero) do not wait for the 79-minute teacher.
+    for fold in p.held_out:
+        if not p.records_file(f"grpo_{fold}").exists():
+            keys = ("sentence", "schema", "entities", "source")
+            pool = load_jsonl(p.records_file("grpo_pool"))
+            n = write_jsonl(
+                p.records_file(f"grpo_{fold}"), ({k: r[k] for k in keys} for r in pool if r["source"] != fold)
+            )
+            p.log(f"fold {fold}: {n} GRPO prompts")
+
+
+def _sample_pools(p: Protocol) -> None:
     from spacy_recot import cot_data as cd
     from spacy_recot.jsonl import write_jsonl
 
-    if p.records_file("sft_pool").exists():
-        return
     rng = random.Random(p.seed)
     sft, grpo = [], []
     for domain in DOMAINS:
@@ -226,12 +241,7 @@ def stage_chains(p: Protocol) -> None:
     kept = cd.read_stage(chains / "validated.jsonl")
     for fold in p.held_out:
         rows = write_jsonl(p.records_file(f"sft_{fold}"), (cd.ner_cot_record(r) for r in kept if r["source"] != fold))
-        keys = ("sentence", "schema", "entities", "source")
-        grpo = write_jsonl(
-            p.records_file(f"grpo_{fold}"),
-            ({k: r[k] for k in keys} for r in load_jsonl(p.records_file("grpo_pool")) if r["source"] != fold),
-        )
-        p.log(f"fold {fold}: {rows} SFT records, {grpo} GRPO prompts")
+        p.log(f"fold {fold}: {rows} SFT records")
 
 
 def _sft_args(p: Protocol, data: Path, out: Path, model: str, seed: int) -> List[str]:
