@@ -53,6 +53,7 @@ def child(
     model: str = typer.Option(..., "--model"),
     dtype: str = typer.Option(..., "--dtype"),
     adapter: str = typer.Option(..., "--adapter"),
+    weights: str = typer.Option("auto", "--weights"),
 ) -> None:
     """Load, tag, report (one JSON line on stdout)."""
     import spacy
@@ -67,6 +68,7 @@ def child(
     texts = [eg.reference.text for eg in read_examples(spacy.blank("en"), path, limit=n)]
     config: Dict[str, Any] = {"@misc": "spacy_recot.PackagedCausal.v4", "name": model, "dtype": dtype}
     config["adapter"] = None if adapter == "none" else adapter
+    config["weights"] = weights
     start = time.perf_counter()
     nlp = spacy.blank("en")
     nlp.add_pipe("recot_ner", config={"labels": labels, "model": config, "batch_size": batch_size})
@@ -117,6 +119,7 @@ def main(
     model: str = typer.Option("qwen2.5-coder-1.5b-instruct", "--model"),
     dtypes: List[str] = typer.Option(["auto"], "--dtype", help="Precisions measured (repeatable)."),
     adapter: str = typer.Option("qwen2.5-coder-1.5b-crossner-sft", "--adapter", help='"none": no adapter.'),
+    weights: str = typer.Option("auto", "--weights", help='The model\'s `weights` setting ("int4": 4-bit).'),
     runs: int = typer.Option(3, "--runs", help="Later-use measurements per precision (median)."),
     first_use: bool = typer.Option(True, "--first-use/--no-first-use", help="Also measure a cold cache."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="The warm cache (default: the user's)."),
@@ -136,8 +139,8 @@ def main(
     rows = []
     for dtype in dtypes:
         args = [str(data), "--set", set_name, "--n", str(n), "--batch-size", str(batch_size)]
-        args += ["--model", model, "--dtype", dtype, "--adapter", adapter]
-        row: Dict[str, Any] = {"dtype": dtype}
+        args += ["--model", model, "--dtype", dtype, "--adapter", adapter, "--weights", weights]
+        row: Dict[str, Any] = {"dtype": dtype, "weights": weights}
         if first_use:
             cold = Path(tempfile.mkdtemp(prefix="recot-cold-", dir=warm.parent))
             try:

@@ -35,7 +35,7 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import spacy
 import torch
@@ -52,6 +52,7 @@ PLAIN = "plain loop (float32, batch 1, no grammar)"
 DEFAULT = "default (dtype auto; batch 16, grammar, shared prefix, guessed tokens)"
 BF16 = "default settings in bfloat16"
 FP16 = "default settings in float16"
+INT4 = "default settings, 4-bit weights (weights int4)"
 DEFAULT_MODEL = "default settings and default model (qwen2.5-coder-1.5b)"
 NO_GUESSES = "default without guessed tokens (draft_tokens 0)"
 FLOOR_DEFAULT = "floor in the default's precision (teacher-forced, batch 16)"
@@ -113,6 +114,7 @@ def measure_causal(
     model_name: str,
     default_model: str,
     only_default: bool = False,
+    also: Sequence[str] = (),
 ) -> Dict[str, Any]:
     path = data / set_name / "test.spacy"
     labels = read_labels(path)
@@ -127,11 +129,17 @@ def measure_causal(
         NO_GUESSES: {"model": {"draft_tokens": 0}},
         BF16: {"model": {"dtype": "bfloat16"}},
         FP16: {"model": {"dtype": "float16"}},
+        INT4: {"model": {"weights": "int4"}},
     }
     # The half precision "auto" picks on this CPU is the default itself: not run twice.
     configs.pop({"torch.bfloat16": BF16, "torch.float16": FP16}.get(str(resolve_dtype("auto", "cpu")), ""), None)
     if only_default:  # the plain loop against the default alone (a bigger model's long plain loop)
-        configs = {k: v for k, v in configs.items() if k in (DEFAULT, BF16, FP16)}
+        named = {"bfloat16": BF16, "float16": FP16, "int4": INT4}
+        unknown = set(also) - set(named)
+        if unknown:
+            raise typer.BadParameter(f"--also {sorted(unknown)}: choose from {', '.join(named)}")
+        wanted = {named[a] for a in also} if also else {BF16, FP16}
+        configs = {k: v for k, v in configs.items() if k == DEFAULT or k in wanted}
     reference = causal_pipeline(labels, max_new_tokens, model_name, model={"dtype": "float32", "constrained": False})
     pipelines = {
         name: causal_pipeline(labels, max_new_tokens, model_name, **copy.deepcopy(c)) for name, c in configs.items()
@@ -421,6 +429,9 @@ def main(
     only_default: bool = typer.Option(
         False, "--only-default", help="Causal: the plain loop and the default only (no floors, no other settings)"
     ),
+    also: List[str] = typer.Option(
+        [], "--also", help="With --only-default: also these settings (bfloat16, float16, int4), not the half precisions"
+    ),
     output: Path = typer.Option(Path("benchmarks/results/speed.json"), "--output", "-o"),
 ) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -437,7 +448,7 @@ def main(
         results["seq2seq"] = measure_seq2seq(data, seq2seq_set, n, runs)
     if "causal" in paths:
         results["causal"] = measure_causal(
-            data, causal_set, n, runs, max_new_tokens, causal_model, default_model, only_default
+            data, causal_set, n, runs, max_new_tokens, causal_model, default_model, only_default, also
         )
     write_results(output, results)
 

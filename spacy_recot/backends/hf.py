@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
+from ..errors import ModelLoadError
 from ..generation.gqa_attention import use_gqa_attention
+from ..generation.int4_weights import quantize_linear_weights
 from ..generation.packed_weights import pack_linear_weights, packs
 from .base import Backend
 from .devices import check_dtype, resolve_device, resolve_dtype
@@ -24,6 +26,8 @@ from .loading import (
 
 # What every Hugging Face backend needs installed (pip requirement strings):
 # `spacy package` lists them for a pipeline, and a missing one is named.
+# The `weights` settings: as loaded, or 4-bit linear layers (int4_weights.py).
+WEIGHTS = ("auto", "int4")
 HF_REQUIREMENTS = ("torch>=2.1", "transformers>=5.0,<6", "accelerate>=1.0", "sentencepiece>=0.2", "safetensors>=0.4")
 
 
@@ -146,10 +150,21 @@ class HFSettings:
         (checked: `check_generation`).
     adapter (Optional[str]): A LoRA adapter merged into the weights at load
         (a folder, or the name of one shipped with spacy-recot).
+    weights (str): "auto" (the weights in `dtype`) or "int4": the linear
+        layers' weights in 4 bits, with bfloat16 activations in their products
+        (CPU only; `generation/int4_weights.py`).
     """
 
     # The settings the answers depend on (the response cache's key).
-    IDENTITY: ClassVar[Tuple[str, ...]] = ("name_or_path", "revision", "device", "dtype", "generation", "adapter")
+    IDENTITY: ClassVar[Tuple[str, ...]] = (
+        "name_or_path",
+        "revision",
+        "device",
+        "dtype",
+        "generation",
+        "adapter",
+        "weights",
+    )
 
     name_or_path: str
     revision: Optional[str] = None
@@ -158,9 +173,12 @@ class HFSettings:
     max_input_tokens: int = 640
     generation: Dict[str, Any] = field(default_factory=dict)
     adapter: Optional[str] = None
+    weights: str = "auto"
 
     def __post_init__(self) -> None:
         check_dtype(self.dtype)
+        if self.weights not in WEIGHTS:
+            raise ValueError(f"model.weights must be one of {', '.join(WEIGHTS)}, not {self.weights!r}")
         if (
             isinstance(self.max_input_tokens, bool)
             or not isinstance(self.max_input_tokens, int)
@@ -284,7 +302,10 @@ class HFBackend(Backend):
             # so the old ones are freed. A merged adapter alone needs no such care: it
             # rewrites memory-mapped weights in place (one private copy of those pages),
             # and the embedding's rows never read stay on disk.
-            rewrites = packs(dtype)
+            int4 = self.settings.weights == "int4"
+            if int4 and device != "cpu":
+                raise ModelLoadError(f"model.weights = 'int4' runs on the CPU only, not on {device}")
+            rewrites = packs(dtype) or int4
             auto_class = getattr(transformers, self.auto_model)
             model = load_model(auto_class, str(source), dtype, device, rewrites=rewrites, **kwargs)
             model.eval()
@@ -292,6 +313,8 @@ class HFBackend(Backend):
                 from ..adapters import merge_adapter
 
                 merge_adapter(model, adapter)
+            if int4:
+                quantize_linear_weights(model)
             # Half-precision weights laid out once for the CPU's kernels, and grouped-query
             # attention without a copy of the cache: the same outputs, faster steps.
             pack_linear_weights(model)

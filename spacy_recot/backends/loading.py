@@ -89,8 +89,13 @@ def state_tensors(model: Any) -> Iterator[Tuple[str, Any]]:
     memory again as the model's linear layers)."""
     import torch
 
+    from ..generation.int4_weights import dequantized
+
     for prefix, module in model.named_modules(remove_duplicate=False):
         prefix = f"{prefix}." if prefix else ""
+        if getattr(module, "int4_weight", None) is not None:
+            # A 4-bit layer's weight, as it computes with it (made while read).
+            yield prefix + "weight", dequantized(module)
         for name, param in module._parameters.items():
             if param is not None:
                 yield prefix + name, param.to_dense() if param.layout == torch._mkldnn else param

@@ -301,6 +301,7 @@ def make_packaged_causal_v4(
     reuse_prefix: bool = True,
     draft_tokens: int = DEFAULT_DRAFT_TOKENS,
     generation: Dict[str, Any] = {},
+    weights: str = "auto",
 ) -> PackagedCausalBackend:
     """A real instruction model that ships in pip packages, run offline, with an
     optional LoRA adapter merged into its weights at load.
@@ -308,6 +309,9 @@ def make_packaged_causal_v4(
     adapter (Optional[str]): A LoRA adapter folder (peft format, e.g.
         train_sft.py's `adapter/`) or the name of an adapter shipped with
         spacy-recot; None runs the model as packaged.
+    weights (str): "auto" (the weights in `dtype`) or "int4" (4-bit linear
+        layers with bfloat16 activations in their products, CPU only; measured
+        in docs/speed.md).
     The other settings are those of `spacy_recot.PackagedCausal.v3`.
     """
     return _backend(PackagedCausalBackend, CausalSettings, locals(), defaults=CAUSAL_DEFAULTS, name="name")

@@ -82,6 +82,7 @@ def pack_linear_weights(model: Any) -> int:
         for m in model.modules()
         if type(m) is torch.nn.Linear
         and m is not output
+        and m.weight is not None  # (a 4-bit layer: int4_weights.py)
         and m.weight.dtype in (torch.bfloat16, torch.float16)
         and m.weight.device.type == "cpu"
         and m.weight.layout == torch.strided
