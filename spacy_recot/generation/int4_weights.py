@@ -8,8 +8,9 @@ back. The packaged models are 4-bit GGUF files whose Q4_K blocks are groups of
 32 with an affine scale, so a group that uses its 16 codes' full range comes
 back to the rounding of its scale and offset to bfloat16 (the kernel's table);
 weights that are not on such a grid (a merged adapter, the GGUF's
-6-bit tensors) are rounded to the nearest of 16 levels. Measured (speed,
-memory and answers against the float32 model) in benchmarks/int4.py.
+6-bit tensors) are rounded to the nearest of 16 levels. Measured (speed
+and answers against the float32 model) in docs/speed.md: on a CPU without
+AMX it is slower than float32 and loses F1, so it is a setting, not the default.
 
 The output layer (the greedy loops read its rows) and weights shared with
 another parameter stay as they are. `state_dict` gives the dequantized weight
