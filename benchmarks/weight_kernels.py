@@ -41,27 +41,11 @@ def _shapes(config: Any) -> List[Tuple[int, int]]:
     return [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)]
 
 
-def _int4(weight: Any, group: int) -> Tuple[Any, Any]:
-    """Asymmetric 4-bit groups along the input: the packed weight and the
-    (scale, zero) table the CPU kernel takes."""
-    import torch
-
-    out, k = weight.shape
-    w = weight.float().reshape(out, k // group, group)
-    lo, hi = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
-    scale = ((hi - lo) / 15).clamp(min=1e-8)
-    q = ((w - lo) / scale).round().clamp(0, 15).to(torch.int32).reshape(out, k)
-    # The kernel computes (q - 8) * scale + zero: zero is the value of code 8.
-    zero = lo + 8 * scale
-    scales_and_zeros = torch.stack([scale.squeeze(-1), zero.squeeze(-1)], -1).transpose(0, 1).contiguous()
-    packed = torch._convert_weight_to_int4pack_for_cpu(q, 2)
-    return packed, scales_and_zeros
-
-
 def _kernels(weight: Any) -> Dict[str, Tuple[Callable[[Any], Any], int]]:
     """name -> (x -> output, bytes of weight streamed)."""
     import torch
 
+    from spacy_recot.generation.int4_weights import quantize_int4
     from spacy_recot.generation.packed_weights import _packed
 
     out, k = weight.shape
@@ -81,7 +65,7 @@ def _kernels(weight: Any) -> Dict[str, Tuple[Callable[[Any], Any], int]]:
     )
     for group in (32, 128):
         if k % group == 0:
-            q4, sz = _int4(weight, group)
+            q4, sz = quantize_int4(weight, group)
             streamed = out * k // 2 + (k // group) * out * 4
             for name, dtype in (("", torch.bfloat16), ("-float32", torch.float32)):
                 # float32 activations and scales: the products of the dequantized

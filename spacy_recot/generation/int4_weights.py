@@ -27,8 +27,9 @@ GROUP = 32
 
 def quantize_int4(weight: Any, group: int = GROUP) -> Tuple[Any, Any]:
     """Asymmetric 4-bit codes for `weight` (out x in), `group` inputs per
-    scale: the packed weight and the (scale, zero) table, both as the CPU
-    kernel takes them (it computes (code - 8) * scale + zero)."""
+    scale: the packed weight and the float32 (scale, zero) table, as the CPU
+    kernel takes them (it computes (code - 8) * scale + zero; the table in the
+    activations' precision)."""
     import torch
 
     out, k = weight.shape
@@ -38,7 +39,7 @@ def quantize_int4(weight: Any, group: int = GROUP) -> Tuple[Any, Any]:
     codes = ((w - lo) / scale).round().clamp(0, 15).to(torch.int32).reshape(out, k)
     zero = lo + 8 * scale
     table = torch.stack([scale.squeeze(-1), zero.squeeze(-1)], -1).transpose(0, 1).contiguous()
-    return torch._convert_weight_to_int4pack_for_cpu(codes, 2), table.to(torch.bfloat16)
+    return torch._convert_weight_to_int4pack_for_cpu(codes, 2), table
 
 
 def _int4_forward(self: Any, x: Any) -> Any:
@@ -89,7 +90,8 @@ def quantize_linear_weights(model: Any, group: int = GROUP) -> int:
             packed, table = quantize_int4(module.weight, group)
             del module.weight
             module.register_parameter("weight", None)
-            module.int4_weight, module.int4_table, module.int4_group = packed, table, group
+            # bfloat16 activations, so a bfloat16 table.
+            module.int4_weight, module.int4_table, module.int4_group = packed, table.to(torch.bfloat16), group
             module.forward = MethodType(_int4_forward, module)
             module.register_state_dict_post_hook(_dense_state)
             count += 1

@@ -39,9 +39,11 @@ def test_codes_round_off_weights_to_16_levels_per_group():
     torch.manual_seed(1)
     weight = torch.randn(16, 64)
     packed, table = quantize_int4(weight)
-    assert table.shape == (2, 16, 2) and table.dtype == torch.bfloat16
+    assert table.shape == (2, 16, 2) and table.dtype == torch.float32
     layer = _layer(weight.clone())
     quantize_linear_weights(torch.nn.Sequential(layer))
+    # The layer's table is bfloat16, as its bfloat16 activations need.
+    assert layer.int4_table.dtype == torch.bfloat16
     error = (dequantized(layer) - weight).abs()
     # Half a step of a group's (max - min) / 15, plus bfloat16's rounding of the table.
     step = (weight.reshape(16, 2, 32).amax(-1) - weight.reshape(16, 2, 32).amin(-1)) / 15
