@@ -102,10 +102,11 @@ def test_grpo_two_steps_log_rewards(trained_qwen3_dir, tmp_path):
     )
     out = tmp_path / "grpo"
     settings = ["--num-generations", 2, "--batch-size", 2, "--grad-accum", 1, "--max-completion-length", 80]
-    settings += ["--max-steps", 2, "--num-iterations", 1, "--temperature", "1.0"]
+    settings += ["--max-steps", 2, "--num-iterations", 1, "--temperature", "1.0", "--gradient-checkpointing"]
     run_script("train_grpo.py", sample, "--model", trained_qwen3_dir, "--output-dir", out, *settings)
     log = json.loads((out / "training_log.json").read_text())
     assert [s["step"] for s in log["steps"]] == [1, 2] and log["generation"] == "transformers"
+    assert log["gradient_checkpointing"] is True  # on the CPU too, when asked (a 1.5B step needs it)
     assert all(0.0 <= s["reward"] <= 11.0 and "rewards/f1_reward/mean" in s for s in log["steps"])
     assert max(s["reward"] for s in log["steps"]) > 0  # the trained tiny model answers some prompts right
     assert (out / "reward_curve.png").exists() and (out / "model.safetensors").exists()

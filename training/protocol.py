@@ -77,6 +77,12 @@ class Protocol:
     def records_file(self, name: str) -> Path:
         return self.work / "records" / f"{name}.jsonl"
 
+    def chains_dir(self) -> Path:
+        """The teacher's chains: kept with the results (half a MB, committed)
+        because writing them takes 79 minutes of CPU here and a machine's
+        `--work` folder does not outlive its session."""
+        return self.results / "chains"
+
     def run_dir(self, row: str, fold: str) -> Path:
         return self.work / "runs" / f"{row}_{fold}"
 
@@ -112,14 +118,15 @@ class Protocol:
         return seconds
 
     def add_time(self, name: str, seconds: float) -> None:
-        """Wall time per stage, summed over resumed attempts."""
-        path = self.work / "times.json"
+        """Wall time per stage, summed over resumed attempts; kept with the
+        results, which outlive a machine's `--work` folder."""
+        path = self.results / "times.json"
         times = json.loads(path.read_text()) if path.exists() else {}
         times[name] = times.get(name, 0.0) + seconds
         path.write_text(json.dumps(times, indent=2) + "\n")
 
     def times(self) -> Dict[str, float]:
-        path = self.work / "times.json"
+        path = self.results / "times.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
     # Evaluation
@@ -218,7 +225,7 @@ def stage_chains(p: Protocol) -> None:
     from spacy_recot.cli import load_backend
     from spacy_recot.jsonl import load_jsonl, write_jsonl
 
-    chains = p.work / "chains"
+    chains = p.chains_dir()
     if not (chains / "validated.done").exists():
         records = [{**r, "gold": r["entities"], "cot": ""} for r in load_jsonl(p.records_file("sft_pool"))]
         for r in records:
@@ -277,10 +284,14 @@ def stage_grpo(p: Protocol, row: str, fold: str) -> None:
         args = ["training/train_grpo.py", str(p.records_file(f"grpo_{fold}")), "--model", _base_folder(p.model)]
         args += ["--output-dir", str(out), "--lora", "--no-merge", "--prompt", "zero-shot-json"]
         args += ["--lora-r", str(p.lora_r), "--lora-alpha", str(2 * p.lora_r)]
-        args += ["--num-generations", str(p.grpo_generations), "--batch-size", str(p.grpo_generations)]
-        args += ["--grad-accum", "2", "--num-iterations", "1", "--lr", str(p.grpo_lr), "--warmup", "0"]
+        # Two prompts' groups per step, in micro-batches of two completions: a 1.5B
+        # micro-batch of four peaked at 22 GB here.
+        args += ["--num-generations", str(p.grpo_generations), "--batch-size", "2"]
+        args += ["--grad-accum", str(p.grpo_generations), "--num-iterations", "1", "--lr", str(p.grpo_lr)]
+        args += ["--warmup", "0"]
         args += ["--max-completion-length", str(p.cot_tokens if cot else p.answer_tokens)]
-        args += ["--save-steps", "2", "--seed", str(p.seed), "--resume"]
+        # Without it a 1.5B step keeps ~20 GB of activations on the CPU (killed for memory here).
+        args += ["--save-steps", "2", "--seed", str(p.seed), "--resume", "--gradient-checkpointing"]
         if cot:
             sft = p.run_dir("sft_cot", fold) / "adapter"
             if not (sft / "adapter_model.safetensors").exists():
@@ -331,7 +342,7 @@ def stage_ship(p: Protocol) -> None:
         raise typer.BadParameter(f"--ship-row {p.ship_row!r}: only sft_answers is wired to ship")
     data = p.records_file("sft_all")
     if not data.exists():
-        kept = cd.read_stage(p.work / "chains" / "validated.jsonl")
+        kept = cd.read_stage(p.chains_dir() / "validated.jsonl")
         p.log(f"ship: {write_jsonl(data, (cd.ner_cot_record(r) for r in kept))} SFT records from all domains")
     out = p.run_dir(p.ship_row, "all")
     if not (out / "adapter" / "adapter_model.safetensors").exists():
@@ -451,7 +462,7 @@ def report(
     from spacy_recot.evaluation import compare_runs
 
     settings = json.loads((work / "settings.json").read_text())
-    times = json.loads((work / "times.json").read_text()) if (work / "times.json").exists() else {}
+    times = json.loads((results / "times.json").read_text()) if (results / "times.json").exists() else {}
     zero = results / "zero_shot.json"
     if not zero.exists():
         raise typer.BadParameter(f"{zero} is missing: run the zero_shot stage first")

@@ -142,6 +142,7 @@ def train(
     limit: int = typer.Option(0, "--limit", help="Only the first N rows."),
     save_steps: int = typer.Option(50, "--save-steps"),
     seed: int = t.SEED_OPTION,
+    gradient_checkpointing: Optional[bool] = t.CHECKPOINTING_OPTION,
     local_rank: int = t.LOCAL_RANK_OPTION,
 ) -> None:
     """GRPO with the composite reward 10 * F1 + 1 * schema validity."""
@@ -190,6 +191,7 @@ def train(
             bf16=bf16,
             seed=seed,
             deepspeed=deepspeed,
+            gradient_checkpointing=gradient_checkpointing,
         ),
         num_generations=num_generations,
         max_completion_length=max_completion_length,
@@ -234,6 +236,7 @@ def train(
             "train_seconds_this_process": seconds,
             "left_out_long_prompts": too_long,
             "generation": "vllm-" + mode if mode else "transformers",
+            "gradient_checkpointing": args.gradient_checkpointing,
             "steps": [{k: h[k] for k in keys if k in h} for h in history if "reward" in h],
         }
         t.write_training_log(output_dir, summary)

@@ -169,6 +169,7 @@ def train(
     ),
     limit: int = typer.Option(0, "--limit", help="Only the first N records of each file."),
     seed: int = t.SEED_OPTION,
+    gradient_checkpointing: Optional[bool] = t.CHECKPOINTING_OPTION,
     local_rank: int = t.LOCAL_RANK_OPTION,
 ) -> None:
     """CoT tuning (SFT) of a causal model on NER-CoT records, loss on the answer only."""
@@ -225,6 +226,7 @@ def train(
             bf16=bf16,
             seed=seed,
             deepspeed=deepspeed,
+            gradient_checkpointing=gradient_checkpointing,
         ),
         save_strategy="steps" if save_steps else "epoch",
         save_steps=save_steps or 500,
