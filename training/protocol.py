@@ -115,7 +115,17 @@ class Protocol:
             raise RuntimeError(f"{log_name} failed (exit {done.returncode}): see {log_path}")
         self.log(f"done {log_name} in {seconds / 60:.1f} min")
         self.add_time(log_name, seconds)
+        if "--output-dir" in args:
+            self.keep_training_log(Path(args[args.index("--output-dir") + 1]), log_name)
         return seconds
+
+    def keep_training_log(self, out: Path, name: str) -> None:
+        """A training run's settings and per-step metrics (its training_log.json)
+        beside the results, as `training/<name>.json`."""
+        found = out / "training_log.json"
+        if found.exists():
+            (self.results / "training").mkdir(parents=True, exist_ok=True)
+            (self.results / "training" / f"{name}.json").write_text(found.read_text(encoding="utf-8"), encoding="utf-8")
 
     def add_time(self, name: str, seconds: float) -> None:
         """Wall time per stage, summed over resumed attempts; kept with the
