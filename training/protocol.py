@@ -158,6 +158,12 @@ class Protocol:
             args += ["--set", s]
         self.call(args, f"eval_{name}")
 
+    def needs_training(self, name: str, out: Path) -> bool:
+        """Whether row `name` still needs its adapter trained into `out`: not
+        when the adapter is there, nor when its result is (committed results
+        outlive the `--work` folder of the machine that trained it)."""
+        return not (out / "adapter" / "adapter_model.safetensors").exists() and not self.result_file(name).exists()
+
     def fold_sets(self, fold: str) -> List[str]:
         return [f"crossner_{fold}", MIT]
 
@@ -277,7 +283,7 @@ def _base_folder(name: str) -> str:
 
 def stage_sft(p: Protocol, row: str, fold: str) -> None:
     out = p.run_dir(row, fold)
-    if not (out / "adapter" / "adapter_model.safetensors").exists():
+    if p.needs_training(f"{row}_{fold}", out):
         args = _sft_args(p, p.records_file(f"sft_{fold}"), out, _base_folder(p.model), p.seed)
         args += ["--prompt", "zero-shot-json"] + (["--no-cot"] if row == "sft_answers" else [])
         p.call(args, f"train_{row}_{fold}")
@@ -290,7 +296,9 @@ def stage_grpo(p: Protocol, row: str, fold: str) -> None:
 
     out = p.run_dir(row, fold)
     cot = row == "grpo_cot"
-    if not (out / "adapter" / "adapter_model.safetensors").exists():
+    if p.result_file(f"{row}_{fold}").exists():
+        return
+    if p.needs_training(f"{row}_{fold}", out):
         args = ["training/train_grpo.py", str(p.records_file(f"grpo_{fold}")), "--model", _base_folder(p.model)]
         args += ["--output-dir", str(out), "--lora", "--no-merge", "--prompt", "zero-shot-json"]
         args += ["--lora-r", str(p.lora_r), "--lora-alpha", str(2 * p.lora_r)]
@@ -334,7 +342,7 @@ def stage_bio(p: Protocol, fold: str) -> None:
         for loss in LOSSES:
             row = f"bio_{loss}_s{seed}"
             out = p.run_dir(row, fold)
-            if not (out / "adapter" / "adapter_model.safetensors").exists():
+            if p.needs_training(f"{row}_{fold}", out):
                 args = _sft_args(p, p.records_file(f"sft_{fold}"), out, _base_folder(p.bio_model), seed)
                 args += ["--format", "bio", "--loss", loss, "--prompt", "zero-shot-json"]
                 p.call(args, f"train_{row}_{fold}")
