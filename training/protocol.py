@@ -148,6 +148,8 @@ class Protocol:
         bootstrap); the answer cache makes a cut-off evaluation resume."""
         if self.result_file(name).exists():
             return
+        # Pinned, not "auto": a machine with AMX would otherwise evaluate in bfloat16.
+        model = {**model, "dtype": self.eval_dtype}
         config = {"model": model, "cache_dir": str(self.work / "answer_cache"), **(extra or {})}
         config_path = self.work / "eval_configs" / f"{name}.json"
         config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -429,6 +431,12 @@ def run(
     seed: int = typer.Option(0, "--seed"),
     ship_row: str = typer.Option("sft_answers", "--ship-row", help="The row `ship` trains on all domains."),
     threads: int = typer.Option(2, "--threads"),
+    eval_dtype: str = typer.Option(
+        "float32",
+        "--eval-dtype",
+        help="Precision of every evaluation, whatever the CPU: the dtype alone changes greedy answers, so "
+        "rows evaluated in different ones are not comparable.",
+    ),
     work: Path = typer.Option(ROOT / "training_out" / "protocol", "--work", help="Models, data, logs, answer cache."),
     results: Path = typer.Option(ROOT / "benchmarks" / "results" / "protocol", "--results", help="Evaluations (JSON)."),
 ) -> None:
@@ -462,6 +470,16 @@ def _scores(result: Dict[str, Any], sets: List[str]) -> Dict[str, Any]:
     return out
 
 
+def _only(result: Dict[str, Any], sets: List[str]) -> Dict[str, Any]:
+    """A zero_shot.py result restricted to `sets`."""
+    return {"datasets": {k: v for k, v in result["datasets"].items() if k in sets}}
+
+
+def _difference(d: Dict[str, Any]) -> str:
+    low, high = d["interval"]
+    return f"{100 * d['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
 def _prf(scores: Dict[str, Any], key: str) -> str:
     s = scores.get(key)
     return f"{100 * s['p']:.1f} / {100 * s['r']:.1f} / {100 * s['f']:.1f}" if s else "-"
@@ -471,15 +489,25 @@ def _prf(scores: Dict[str, Any], key: str) -> str:
 def report(
     work: Path = typer.Option(ROOT / "training_out" / "protocol", "--work"),
     results: Path = typer.Option(ROOT / "benchmarks" / "results" / "protocol", "--results"),
+    data: Path = typer.Option(ROOT / "corpus" / "gner", "--data", help="The converted test sets (gold entities)."),
     samples: int = typer.Option(1000, "--samples", help="Bootstrap resamples."),
 ) -> None:
     """The ablation table: per fold and row, exact P/R/F on the held-out domain
     and MIT-Movie, and the paired bootstrap interval of the F1 difference from
-    the zero-shot row (pooled over the fold's test sentences). Writes
+    the zero-shot row on each (and pooled over both, in the JSON). Writes
     protocol.json beside the evaluations and prints a markdown table."""
     from spacy_recot.evaluation import compare_runs
 
-    settings = json.loads((work / "settings.json").read_text())
+    # The run's settings; on a fresh clone (no --work folder) those of the committed table.
+    for source in (work / "settings.json", results / "protocol.json"):
+        if source.exists():
+            settings = json.loads(source.read_text())
+            settings = settings.get("settings", settings) if source.name == "protocol.json" else settings
+            break
+    else:
+        raise typer.BadParameter(
+            f"Neither {work / 'settings.json'} nor {results / 'protocol.json'} exists: run the protocol first"
+        )
     times = json.loads((results / "times.json").read_text()) if (results / "times.json").exists() else {}
     zero = results / "zero_shot.json"
     if not zero.exists():
@@ -487,8 +515,9 @@ def report(
     zero_shot = json.loads(zero.read_text())
     table: Dict[str, Any] = {"settings": settings, "folds": {}}
     lines = [
-        "| fold | row | held-out P / R / F | MIT-Movie P / R / F | pooled F | difference from zero-shot (95% interval) | train min | eval min |",
-        "|---|---|---|---|---|---|---|---|",
+        "| fold | row | held-out P / R / F | MIT-Movie P / R / F | held-out F1 difference (95% interval) | "
+        "MIT-Movie F1 difference | reference | eval dtype | train min | eval min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for fold in settings["held_out"]:
         sets = [f"crossner_{fold}", MIT]
@@ -501,29 +530,37 @@ def report(
                 continue
             result = json.loads(path.read_text())
             # The zero-shot row of a fold: its two sets out of the shared evaluation.
-            reference = {"datasets": {k: v for k, v in zero_shot["datasets"].items() if k in sets}}
-            subject = {"datasets": {k: v for k, v in result["datasets"].items() if k in sets}}
+            reference = zero_shot
             base = "bio_zero_shot_" + fold if name.startswith("bio_") else None
             if base and (results / f"{base}.json").exists():
                 reference = json.loads((results / f"{base}.json").read_text())
-            diff = compare_runs(reference, subject, ROOT / "corpus" / "gner", samples)
+            # Per set (held-out domain, MIT-Movie) and pooled over both.
+            diffs = {
+                key: compare_runs(_only(reference, keep), _only(result, keep), data, samples)
+                for key, keep in (*((s, [s]) for s in sets), ("pooled", sets))
+            }
             row = {
                 "scores": _scores(result, sets),
-                "pooled_f": diff["micro_f1_b"],
-                "difference": diff["micro_f1_difference"],
-                "interval": diff["bootstrap_95_interval_of_difference"],
-                "changed_docs": diff["changed_docs"],
+                "dtype": result.get("dtype"),
+                "differences": {
+                    key: {
+                        "f1": d["micro_f1_b"],
+                        "difference": d["micro_f1_difference"],
+                        "interval": d["bootstrap_95_interval_of_difference"],
+                        "changed_docs": d["changed_docs"],
+                    }
+                    for key, d in diffs.items()
+                },
                 "reference": base or "zero_shot",
                 "train_minutes": times.get(f"train_{name}", 0.0) / 60,
                 "eval_minutes": times.get(f"eval_{name}", 0.0) / 60,
             }
             fold_rows[name] = row
-            low, high = row["interval"]
-            lines.append(
-                f"| {fold} | {name.removesuffix('_' + fold)} | {_prf(row['scores'], sets[0])} | {_prf(row['scores'], MIT)} | {100 * row['pooled_f']:.1f} | "
-                f"{100 * row['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] vs {row['reference'].removesuffix('_' + fold)} | "
-                f"{row['train_minutes']:.0f} | {row['eval_minutes']:.0f} |"
-            )
+            cells = [fold, name.removesuffix("_" + fold), _prf(row["scores"], sets[0]), _prf(row["scores"], MIT)]
+            cells += [_difference(row["differences"][s]) for s in sets]
+            cells += [row["reference"].removesuffix("_" + fold), str(row["dtype"]).removeprefix("torch.")]
+            cells += [f"{row[k]:.0f}" if row[k] else "-" for k in ("train_minutes", "eval_minutes")]
+            lines.append("| " + " | ".join(cells) + " |")
         table["folds"][fold] = fold_rows
     results.mkdir(parents=True, exist_ok=True)
     (results / "protocol.json").write_text(json.dumps(table, indent=2) + "\n")
