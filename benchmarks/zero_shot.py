@@ -39,6 +39,9 @@ def main(
     threads: int = typer.Option(2, "--threads", help="torch threads"),
     sets: List[str] = typer.Option([], "--set", help="Only these sets (default: all)"),
     output: Path = typer.Option(Path("benchmarks/results/zero_shot.json"), "--output", "-o"),
+    describe_labels: bool = typer.Option(
+        False, "--describe-labels", help="Have the model define each set's labels first (kept in the results)"
+    ),
 ) -> None:
     torch.set_num_threads(threads)
     settings: Dict[str, Any] = json.loads(config.read_text(encoding="utf-8")) if config else {}
@@ -66,8 +69,15 @@ def main(
     for path in paths:
         labels = read_labels(path)
         examples = read_examples(nlp, path, limit=n)
+        if describe_labels:
+            # Each set's own: a definition is written among the set's other labels.
+            pipe.labels, pipe.label_descriptions = labels, None
+            descriptions = pipe.describe_labels()
         before = dict(stats or {})
         res = evaluate_dataset(nlp, examples, "recot_ner", labels, batch_size=batch_size)
+        if describe_labels:
+            res["label_descriptions"] = descriptions
+            res["description_counts"] = dict(pipe.description_counts)
         generated = (stats or {}).get("generated_tokens", 0) - before.get("generated_tokens", 0)
         prompts = len(examples)  # the test sentences are short: one prompt each
         res["parse_failure_rate"] = res["counts"].get("unparseable", 0) / max(prompts, 1)

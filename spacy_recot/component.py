@@ -8,6 +8,7 @@ model backend for text, parses that text into labelled spans and sets
 
 import warnings
 import weakref
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
@@ -24,10 +25,13 @@ from .cache import ResponseCache
 from .chunks import Chunk, Limits, Request, fitting_chunks
 from .doc_entities import ALIGNMENT_MODES, OVERLAP_POLICIES, USER_DATA_KEY, doc_entities
 from .errors import ModelLoadError
+from .labels import definition_prompt, read_definition
 from .tasks import Reading, Task
 
 # Docs buffered per backend batch when the caller gives no buffer size.
 BUFFER_FACTOR = 8
+# A label definition's budget in tokens (one sentence; the runaway cap is twice it).
+DEFINITION_BUDGET = 60
 
 # The pipeline each component belongs to, held weakly and outside the
 # component, so that the component pickles (nlp.pipe(n_process=...) under
@@ -96,6 +100,8 @@ class RecotNER(Pipe):
         self.cache = ResponseCache(cache_dir) if cache_dir else None
         self.scorer = scorer
         self.cfg: Dict[str, Any] = {}
+        # What `describe_labels` did with the model's definitions (kept, trimmed, unusable).
+        self.description_counts: Counter = Counter()
 
     @property
     def task(self) -> Task:
@@ -196,6 +202,7 @@ class RecotNER(Pipe):
         *,
         nlp: Optional[Language] = None,
         labels: Optional[Sequence[str]] = None,
+        describe_labels: bool = False,
     ) -> None:
         """Load the model weights, and set the labels when there are none.
 
@@ -203,6 +210,8 @@ class RecotNER(Pipe):
             `[initialize.components.<name>.labels]` does).
         get_examples: When neither the config nor `labels` gives labels, they
             are read from the examples' reference entities (sorted).
+        describe_labels (bool): Have the model define each label that
+            `label_descriptions` does not (`describe_labels()`).
         """
         if nlp is not None:
             self.attach(nlp)
@@ -213,6 +222,48 @@ class RecotNER(Pipe):
         self.label_descriptions = self._check_descriptions(self.label_descriptions)
         self._sync_config()
         self._ensure_loaded()
+        if describe_labels:
+            self.describe_labels()
+
+    def describe_labels(self) -> Dict[str, str]:
+        """Have the model write a one-sentence definition of each label that has
+        none, shown in every prompt from then on. Written once: they go into
+        `label_descriptions` (so into `nlp.config` and the pipeline folder),
+        and the answers into `cache_dir` when there is one. A label the model
+        gives no usable definition for stays undescribed, with a warning.
+        Returns the descriptions; `description_counts` says how many were kept
+        as written, trimmed or unusable.
+        """
+        if not self.labels:
+            raise ValueError(f"components.{self.name}.labels is empty: there is nothing to describe")
+        self._ensure_loaded()
+        described = dict(self.label_descriptions or {})
+        todo = [label for label in self.labels if not described.get(label)]
+        empty = Chunk(text="", words=[], offsets=[])
+        requests = [
+            Request(definition_prompt(label, self.labels), empty, answer_budget=DEFINITION_BUDGET) for label in todo
+        ]
+        unusable = []
+        self.description_counts = Counter()
+        for batch in minibatch(range(len(requests)), size=self.batch_size):
+            for k, answer in zip(batch, self._answers([requests[k] for k in batch])):
+                if isinstance(answer, Exception):
+                    raise answer
+                definition, repair = read_definition(answer, todo[k])
+                self.description_counts[repair or "kept"] += 1
+                if definition is None:
+                    unusable.append(todo[k])
+                else:
+                    described[todo[k]] = definition
+        if unusable:
+            warnings.warn(
+                f"components.{self.name}: the model wrote no usable definition of {unusable}; "
+                "give them in label_descriptions",
+                stacklevel=2,
+            )
+        self.label_descriptions = self._check_descriptions(described)
+        self._sync_config()
+        return dict(self.label_descriptions or {})
 
     def _ensure_loaded(self) -> None:
         if self.model.is_loaded:

@@ -1,5 +1,7 @@
 """The component on the real seq2seq path: tiny T5 models built in the session."""
 
+import warnings
+
 import pytest
 import spacy
 
@@ -397,3 +399,61 @@ def test_overlaps_resolved_by_score_or_length():
         spacy.blank("en").add_pipe("recot_ner", config={"labels": ["a"], "overlaps": "first"})
     with pytest.raises(ValueError, match="overlaps must be one of"):  # constructed directly
         RecotNER(nlp.vocab, OracleBackend("g.spacy", output_format="entities"), labels=["a"], overlaps="first")
+
+
+@pytest.mark.slow
+def test_the_model_defines_the_labels_once_at_initialize(tmp_path):
+    """A real instruction model (SmolLM2-135M, shipped in a pip package) writes a
+    definition of each label; they reach the prompts, the config and the
+    pipeline folder, and a rerun reads them from the answer cache."""
+    config = {
+        "labels": ["politician", "person"],
+        "model": {"@misc": "spacy_recot.PackagedCausal.v4", "name": "smollm2-135m-instruct", "adapter": None},
+        "label_descriptions": {"politician": "A person who holds or seeks political office."},
+        "cache_dir": str(tmp_path / "cache"),
+        "store_io": True,
+    }
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("recot_ner", config=config)
+    nlp.config["initialize"]["components"]["recot_ner"] = {"describe_labels": True}
+    nlp.initialize()
+    described = pipe.label_descriptions
+    # The given definition is kept; the model wrote the other one.
+    assert described["politician"] == "A person who holds or seeks political office."
+    assert described["person"].strip() and "\n" not in described["person"]
+    assert sum(pipe.description_counts.values()) == 1
+    assert nlp.config["components"]["recot_ner"]["label_descriptions"] == described
+    # The entity prompts show them, and still run under the grammar.
+    doc = nlp("Barack Obama met Angela Merkel in Berlin.")
+    prompt = doc.user_data["recot"]["recot_ner"]["io"][0]["prompt"]
+    assert "Entity type definitions:" in prompt and described["person"] in prompt
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("recot_ner").label_descriptions == described
+    # A fresh pipe with the same cache asks the model nothing.
+    again = spacy.blank("en").add_pipe("recot_ner", config=config)
+    again.initialize()
+    requests = again.model.stats["requests"]
+    assert again.describe_labels()["person"] == described["person"]
+    assert again.model.stats["requests"] == requests
+
+
+def test_a_seq2seq_model_defines_labels_in_free_text(trained_t5_dir):
+    """The BIO backend's forced decoder needs words to copy; a definition has
+    none, so it is written freely (a tiny T5 writes nonsense: it is read, kept
+    or refused with a warning, never raised)."""
+    nlp = t5_nlp(trained_t5_dir)
+    pipe = nlp.get_pipe("recot_ner")
+    nlp.initialize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        described = pipe.describe_labels()
+    assert set(described) <= set(LABELS)
+    assert sum(pipe.description_counts.values()) == len(LABELS)
+    assert nlp("Barack Obama visited Paris.") is not None
+
+
+def test_describing_no_labels_fails_early():
+    pipe = t5_nlp("/nowhere/gone", labels=[]).get_pipe("recot_ner")
+    with pytest.raises(ValueError, match="recot_ner.labels is empty"):
+        pipe.describe_labels()

@@ -20,6 +20,9 @@ the default configuration plus the adapter):
                 the gold ones), then the JSON
   grpo_cot      GRPO (10 x F1 + 1 x schema) from the CoT-tuned model
   grpo_zero     GRPO from the zero-shot model, no SFT
+  definitions   no training: the zero-shot model with a definition of each
+                label that it wrote itself, among the set's other labels
+                (RecotNER.describe_labels), in every prompt
   bio_{ce,rcloss}_s{seed}
                 ReCoT's BIO format (every word with its tag) with each loss and
                 three seeds, on the smaller packaged model (the cost of 12 runs)
@@ -53,7 +56,7 @@ from spacy_recot.backends.packaged import DEFAULT_ADAPTER
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("ai", "literature", "music", "politics", "science")
 MIT = "mit-movie"
-ROWS = ("sft_answers", "sft_cot", "grpo_cot", "grpo_zero")
+ROWS = ("sft_answers", "sft_cot", "grpo_cot", "grpo_zero", "definitions")
 LOSSES = ("ce", "rcloss")
 STAGES = ("zero_shot", "records", "chains", *ROWS, "bio", "ship")
 # The adapter `ship` writes into the package (spacy_recot/shipped_adapters/): the
@@ -141,11 +144,17 @@ class Protocol:
 
     # Evaluation
     def evaluate(
-        self, name: str, sets: List[str], model: Dict[str, Any], extra: Optional[Dict[str, Any]] = None
+        self,
+        name: str,
+        sets: List[str],
+        model: Dict[str, Any],
+        extra: Optional[Dict[str, Any]] = None,
+        describe_labels: bool = False,
     ) -> None:
         """Score a component configuration on the first `test_n` sentences of
         `sets` with benchmarks/zero_shot.py (predictions kept for the paired
-        bootstrap); the answer cache makes a cut-off evaluation resume."""
+        bootstrap); the answer cache makes a cut-off evaluation resume.
+        describe_labels: the model defines each set's labels first."""
         if self.result_file(name).exists():
             return
         # Pinned, not "auto": a machine with AMX would otherwise evaluate in bfloat16.
@@ -158,7 +167,7 @@ class Protocol:
         args += ["--batch-size", "16", "--threads", str(self.threads), "--output", str(self.result_file(name))]
         for s in sets:
             args += ["--set", s]
-        self.call(args, f"eval_{name}")
+        self.call(args + (["--describe-labels"] if describe_labels else []), f"eval_{name}")
 
     def needs_training(self, name: str, out: Path) -> bool:
         """Whether row `name` still needs its adapter trained into `out`: not
@@ -311,7 +320,8 @@ def stage_grpo(p: Protocol, row: str, fold: str) -> None:
         args += ["--warmup", "0"]
         args += ["--max-completion-length", str(p.cot_tokens if cot else p.answer_tokens)]
         # Without it a 1.5B step keeps ~20 GB of activations on the CPU (killed for memory here).
-        args += ["--save-steps", "2", "--seed", str(p.seed), "--resume", "--gradient-checkpointing"]
+        # A checkpoint every step: a CoT step takes most of an hour on a 2-core CPU.
+        args += ["--save-steps", "1", "--seed", str(p.seed), "--resume", "--gradient-checkpointing"]
         if cot:
             sft = p.run_dir("sft_cot", fold) / "adapter"
             if not (sft / "adapter_model.safetensors").exists():
@@ -390,6 +400,9 @@ def run_stage(p: Protocol, stage: str, folds: List[str]) -> None:
     elif stage in ("grpo_cot", "grpo_zero"):
         for fold in folds:
             stage_grpo(p, stage, fold)
+    elif stage == "definitions":
+        for fold in folds:
+            p.evaluate(f"definitions_{fold}", p.fold_sets(fold), p.default_model(), describe_labels=True)
     elif stage == "bio":
         for fold in folds:
             stage_bio(p, fold)

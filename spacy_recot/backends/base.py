@@ -145,6 +145,17 @@ class Backend:
     def generate(self, requests: Sequence[Request]) -> List[str]:
         raise NotImplementedError
 
+    @staticmethod
+    def free_text(requests: Sequence[Request]) -> bool:
+        """Whether the batch asks for free text (no request has a constraint: a
+        label definition), which no grammar or forced decoder applies to. A
+        batch mixes none with constrained requests: the component sends them
+        apart."""
+        free = [r.constraint is None for r in requests]
+        if any(free) and not all(free):
+            raise ValueError("a batch mixes requests with and without a constraint: send them apart")
+        return bool(free) and all(free)
+
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
         for key in ("_lock", "_bytes_dir") + self._transient:

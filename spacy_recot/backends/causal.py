@@ -195,11 +195,12 @@ class HFCausalBackend(HFBackend):
         rows = max(kwargs.get("num_beams", 1), kwargs.get("num_return_sequences", 1))
         enc = self._encode(texts, shared_prefix=self.settings.reuse_prefix and rows == 1)
         cap = AnswerCap([answer_cap(r.answer_budget) for r in requests], self.tokenizer)
+        constrained = self.settings.constrained and not self.free_text(requests)
         if self._plain_greedy():
             decoder = GreedyDecoder(
                 self.model,
                 self.tokenizer,
-                grammar=self.grammar if self.settings.constrained else None,
+                grammar=self.grammar if constrained else None,
                 stop_ids=self._stop_ids(),
                 max_new_tokens=kwargs["max_new_tokens"],
                 draft_tokens=self.settings.draft_tokens,
@@ -210,10 +211,16 @@ class HFCausalBackend(HFBackend):
             answers = decoder(requests, enc, cap)
             self._record(enc["attention_mask"], decoder.generated)
             return answers
-        return self._generate(requests, enc, kwargs, rows, cap)
+        return self._generate(requests, enc, kwargs, rows, cap, constrained)
 
     def _generate(
-        self, requests: Sequence[Request], enc: Dict[str, Any], kwargs: Dict[str, Any], rows: int, cap: AnswerCap
+        self,
+        requests: Sequence[Request],
+        enc: Dict[str, Any],
+        kwargs: Dict[str, Any],
+        rows: int,
+        cap: AnswerCap,
+        constrained: bool,
     ) -> List[str]:
         """Decoding with transformers' `generate` (sampling, beams, penalties)."""
         import torch
@@ -226,7 +233,7 @@ class HFCausalBackend(HFBackend):
             cap.prompt_length = enc["input_ids"].shape[1]
             kwargs["stopping_criteria"] = [cap]
         processors = LogitsProcessorList([OverflowCheck(self.settings.name_or_path, self.model.dtype)])
-        if self.settings.constrained:
+        if constrained:
             processors.append(self.grammar.processor(requests, rows_per_request=rows))
         # Last, so it sees what the grammar left; beams reorder rows, so only without them.
         recorder = TokenLogprobRecorder() if rows == 1 else None

@@ -58,7 +58,7 @@ class HFSeq2SeqBackend(HFBackend):
         import torch
 
         enc = self._encode(requests)
-        if self.settings.decoding != "free":
+        if self.settings.decoding != "free" and not self.free_text(requests):
             return self._generate_bio(requests, enc)
         with torch.inference_mode():
             out = self.model.generate(**enc, **self.settings.generation)

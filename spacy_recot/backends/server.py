@@ -383,9 +383,7 @@ class OpenAICompatibleBackend(Backend):
         }
         if self.settings.logprobs:
             body["logprobs"] = True
-        if self.settings.constrained:
-            if request.constraint is None:
-                raise ValueError("model.constrained: a request without a constraint (requests are made by a task)")
+        if self.settings.constrained and request.constraint is not None:  # (none: a label definition)
             schema = request.constraint.json_schema(self.settings.max_entity_words)
             body["response_format"] = {"type": "json_schema", "json_schema": {"name": "entities", "schema": schema}}
         return body

@@ -18,6 +18,8 @@ from spacy_recot.backends.openai_api import ServerError, answer_from_message, co
 from spacy_recot.backends.server import OpenAICompatibleBackend
 from spacy_recot.backends.vllm import local_vllm, running_server, stop_process, vllm_python
 from spacy_recot.cache import ResponseCache
+from spacy_recot.chunks import Chunk, Request
+from spacy_recot.labels import definition_prompt
 from spacy_recot.net import free_port
 
 STUB = Path(__file__).with_name("openai_stub.py")
@@ -469,3 +471,20 @@ def test_answers_without_reasoning_are_capped_like_in_process(stub):
     assert request.answer_budget and pipe.model.body(request)["max_tokens"] == 2 * request.answer_budget + 16
     free = stub_nlp(stub, max_new_tokens=1000).get_pipe("recot_ner")  # may think first: no cap
     assert free.model.body(free.requests_for(spacy.blank("en").make_doc(SENTENCES[0]))[0])["max_tokens"] == 1000
+
+
+def test_label_definitions_are_asked_without_the_answer_schema(stub):
+    """A constrained server backend sends the entity-list JSON schema with each
+    entity request; a label definition is free text, so it goes without one."""
+    control(stub)
+    pipe = stub_nlp(stub, constrained=True).get_pipe("recot_ner")
+    pipe.initialize()
+    before = stats(stub)["chat"]
+    described = pipe.describe_labels()
+    assert set(described) == {"person", "location"}
+    assert stats(stub)["chat"] - before == 2
+    (entity_request,) = pipe.requests_for(spacy.blank("en").make_doc(SENTENCES[0]))
+    assert "response_format" in pipe.model.body(entity_request)
+    assert "Entity type definitions:" in entity_request.prompt
+    definition = Request(definition_prompt("person", ["person", "location"]), Chunk("", [], []))
+    assert "response_format" not in pipe.model.body(definition)
