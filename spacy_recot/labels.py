@@ -69,7 +69,6 @@ DEFINITION_PROMPT = (
 )
 # The longest definition kept, in characters: one sentence, not an essay in every prompt.
 MAX_DEFINITION_CHARS = 240
-_THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 
 
 def definition_prompt(label: str, labels: Sequence[str]) -> str:
@@ -86,7 +85,10 @@ def read_definition(answer: str, label: str) -> Tuple[Optional[str], Optional[st
     repair being None (kept as written), "trimmed" or "unusable" (no
     definition: the definition is None).
     """
-    text = _THINK.sub("", str(answer)).replace("```", "\n")
+    # Imported here: the tasks import this module for LabelMatcher.
+    from .tasks.think import split_rationale
+
+    text = split_rationale(str(answer))[1].replace("```", "\n")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return None, "unusable"
