@@ -104,3 +104,25 @@ def test_report_without_zero_shot(protocol_dirs):
     (results / "zero_shot.json").unlink()
     with pytest.raises(typer.BadParameter, match="zero_shot.json is missing"):
         run_report(data, work, results)
+
+
+def test_report_shipped_definitions(protocol_dirs, capsys):
+    """The shipped adapter with its own label definitions, against it without,
+    on MIT-Movie: a table of its own, and a section of protocol.json."""
+    data, work, results = protocol_dirs
+    half = [[[0, 5, "politician"]], [], [[0, 6, "political party"]], []]
+    everything = [[list(e) for e in g] for _, g in GOLD]
+    (results / "shipped.json").write_text(json.dumps(result(everything)))
+    run_report(data, work, results)
+    assert "shipped adapter on MIT-Movie" not in capsys.readouterr().out
+    (results / "shipped_definitions.json").write_text(json.dumps(result(half)))
+    run_report(data, work, results)
+    lines = capsys.readouterr().out.splitlines()
+    assert "| without definitions | 100.0 / 100.0 / 100.0 | - | - |" in lines
+    defined = next(line for line in lines if line.startswith("| with its own label definitions"))
+    assert "| 100.0 / 33.3 / 50.0 | -50.0 [" in defined
+    section = json.loads((results / "protocol.json").read_text())["shipped_definitions"]
+    # F1 1.0 -> 0.5 (two of six entities, none wrong).
+    assert section["difference"]["difference"] == pytest.approx(-0.5)
+    assert section["difference"]["interval"][1] < 0
+    assert set(section["scores"]) == {"mit-movie"}

@@ -22,7 +22,9 @@ the default configuration plus the adapter):
   grpo_zero     GRPO from the zero-shot model, no SFT
   definitions   no training: the zero-shot model with a definition of each
                 label that it wrote itself, among the set's other labels
-                (RecotNER.describe_labels), in every prompt
+                (RecotNER.describe_labels), in every prompt; and, once `ship`
+                has run, the shipped adapter with the definitions it writes,
+                on MIT-Movie (`shipped_definitions`, against `shipped`)
   bio_{ce,rcloss}_s{seed}
                 ReCoT's BIO format (every word with its tag) with each loss and
                 three seeds, on the smaller packaged model (the cost of 12 runs)
@@ -403,6 +405,10 @@ def run_stage(p: Protocol, stage: str, folds: List[str]) -> None:
     elif stage == "definitions":
         for fold in folds:
             p.evaluate(f"definitions_{fold}", p.fold_sets(fold), p.default_model(), describe_labels=True)
+        # And with the trained model: the shipped adapter (all five CrossNER domains)
+        # on MIT-Movie, still zero-shot for it; compared with `shipped` by `report`.
+        if p.result_file("shipped").exists():
+            p.evaluate("shipped_definitions", [MIT], p.default_model(SHIPPED_NAME), describe_labels=True)
     elif stage == "bio":
         for fold in folds:
             stage_bio(p, fold)
@@ -575,6 +581,31 @@ def report(
             cells += [f"{row[k]:.0f}" if row[k] else "-" for k in ("train_minutes", "eval_minutes")]
             lines.append("| " + " | ".join(cells) + " |")
         table["folds"][fold] = fold_rows
+    # Label definitions written by the trained model: the shipped adapter on MIT-Movie.
+    shipped, defined = results / "shipped.json", results / "shipped_definitions.json"
+    if shipped.exists() and defined.exists():
+        base, result = _only(json.loads(shipped.read_text()), [MIT]), json.loads(defined.read_text())
+        d = compare_runs(base, _only(result, [MIT]), data, samples)
+        difference = {
+            "difference": d["micro_f1_difference"],
+            "interval": d["bootstrap_95_interval_of_difference"],
+            "changed_docs": d["changed_docs"],
+        }
+        table["shipped_definitions"] = {
+            "scores": _scores(result, [MIT]),
+            "reference_scores": _scores(base, [MIT]),
+            "dtype": result.get("dtype"),
+            "difference": difference,
+            "eval_minutes": times.get("eval_shipped_definitions", 0.0) / 60,
+        }
+        lines += [
+            "",
+            "| shipped adapter on MIT-Movie | P / R / F | F1 difference (95% interval) | eval dtype |",
+            "|---|---|---|---|",
+            f"| without definitions | {_prf(_scores(base, [MIT]), MIT)} | - | - |",
+            f"| with its own label definitions | {_prf(_scores(result, [MIT]), MIT)} | {_difference(difference)} | "
+            f"{str(result.get('dtype')).removeprefix('torch.')} |",
+        ]
     results.mkdir(parents=True, exist_ok=True)
     (results / "protocol.json").write_text(json.dumps(table, indent=2) + "\n")
     typer.echo("\n".join(lines))
