@@ -108,6 +108,7 @@ def test_grpo_two_steps_log_rewards(trained_qwen3_dir, tmp_path):
     assert [s["step"] for s in log["steps"]] == [1, 2] and log["generation"] == "transformers"
     assert log["gradient_checkpointing"] is True  # on the CPU too, when asked (a 1.5B step needs it)
     assert all(0.0 <= s["reward"] <= 11.0 and "rewards/f1_reward/mean" in s for s in log["steps"])
+    assert all(s["step_time"] > 0 for s in log["steps"])  # what a step costs, kept with the results
     assert max(s["reward"] for s in log["steps"]) > 0  # the trained tiny model answers some prompts right
     assert (out / "reward_curve.png").exists() and (out / "model.safetensors").exists()
 

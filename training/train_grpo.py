@@ -226,6 +226,7 @@ def train(
             "kl",
             "loss",
             "completions/mean_length",
+            "step_time",  # seconds: sampling, scoring and the passes of the step's micro-batches
         )
         summary = {
             "model": model,
