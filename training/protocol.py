@@ -494,6 +494,16 @@ def _only(result: Dict[str, Any], sets: List[str]) -> Dict[str, Any]:
     return {"datasets": {k: v for k, v in result["datasets"].items() if k in sets}}
 
 
+def _summary(d: Dict[str, Any]) -> Dict[str, Any]:
+    """What the table keeps of a compare_runs result."""
+    return {
+        "f1": d["micro_f1_b"],
+        "difference": d["micro_f1_difference"],
+        "interval": d["bootstrap_95_interval_of_difference"],
+        "changed_docs": d["changed_docs"],
+    }
+
+
 def _difference(d: Dict[str, Any]) -> str:
     low, high = d["interval"]
     return f"{100 * d['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
@@ -561,15 +571,7 @@ def report(
             row = {
                 "scores": _scores(result, sets),
                 "dtype": result.get("dtype"),
-                "differences": {
-                    key: {
-                        "f1": d["micro_f1_b"],
-                        "difference": d["micro_f1_difference"],
-                        "interval": d["bootstrap_95_interval_of_difference"],
-                        "changed_docs": d["changed_docs"],
-                    }
-                    for key, d in diffs.items()
-                },
+                "differences": {key: _summary(d) for key, d in diffs.items()},
                 "reference": base or "zero_shot",
                 "train_minutes": times.get(f"train_{name}", 0.0) / 60,
                 "eval_minutes": times.get(f"eval_{name}", 0.0) / 60,
@@ -585,15 +587,11 @@ def report(
     shipped, defined = results / "shipped.json", results / "shipped_definitions.json"
     if shipped.exists() and defined.exists():
         base, result = _only(json.loads(shipped.read_text()), [MIT]), json.loads(defined.read_text())
-        d = compare_runs(base, _only(result, [MIT]), data, samples)
-        difference = {
-            "difference": d["micro_f1_difference"],
-            "interval": d["bootstrap_95_interval_of_difference"],
-            "changed_docs": d["changed_docs"],
-        }
+        difference = _summary(compare_runs(base, _only(result, [MIT]), data, samples))
+        scores, reference_scores = _scores(result, [MIT]), _scores(base, [MIT])
         table["shipped_definitions"] = {
-            "scores": _scores(result, [MIT]),
-            "reference_scores": _scores(base, [MIT]),
+            "scores": scores,
+            "reference_scores": reference_scores,
             "dtype": result.get("dtype"),
             "difference": difference,
             "eval_minutes": times.get("eval_shipped_definitions", 0.0) / 60,
@@ -602,8 +600,8 @@ def report(
             "",
             "| shipped adapter on MIT-Movie | P / R / F | F1 difference (95% interval) | eval dtype |",
             "|---|---|---|---|",
-            f"| without definitions | {_prf(_scores(base, [MIT]), MIT)} | - | - |",
-            f"| with its own label definitions | {_prf(_scores(result, [MIT]), MIT)} | {_difference(difference)} | "
+            f"| without definitions | {_prf(reference_scores, MIT)} | - | - |",
+            f"| with its own label definitions | {_prf(scores, MIT)} | {_difference(difference)} | "
             f"{str(result.get('dtype')).removeprefix('torch.')} |",
         ]
     results.mkdir(parents=True, exist_ok=True)
